@@ -1,0 +1,95 @@
+"""Tiny models and data built from configs, so that tests exercise the real code paths in seconds."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+POSITIVE = ["good", "great", "fine", "lovely", "superb", "brilliant", "moving", "funny", "smart", "warm"]
+NEGATIVE = ["bad", "awful", "dull", "boring", "weak", "clumsy", "tedious", "flat", "stale", "messy"]
+FILLER = ["the", "film", "movie", "story", "plot", "acting", "was", "is", "very", "quite", "a", "and", "cast"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def make_tiny_bert(path: Path, layers: int = 4, hidden: int = 32) -> Path:
+    """A randomly initialised BERT encoder (like the MiniLM base: no task head) with a word-level tokenizer."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = SPECIAL + sorted(set(POSITIVE + NEGATIVE + FILLER))
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    tok.save_pretrained(path)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=hidden * 2, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(path)
+    return path
+
+
+def make_sentiment_csv(path: Path, rows: int = 240, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "category"])
+        for i in range(rows):
+            label = "fresh" if i % 2 else "rotten"
+            words = POSITIVE if label == "fresh" else NEGATIVE
+            sent = rng.sample(FILLER, 4) + rng.sample(words, 2)
+            rng.shuffle(sent)
+            w.writerow([" ".join(sent), label])
+        w.writerow(["the plot is a plot", "plot"])  # a row whose label is not declared: dropped
+    return path
+
+
+REGISTRY = """\
+org: testorg
+targets:
+  x86-avx512: {device: cpu, arch: x86_64, isa: avx512, runtime: onnxruntime, dtypes: [fp32, int8]}
+  cuda: {device: gpu, runtime: torch, dtypes: [fp32, fp16, bf16, nf4]}
+models:
+  tiny-sentiment:
+    task: text-classification
+    license: apache-2.0
+    base: {source: "file:assets/tiny-bert"}
+    dataset:
+      source: "file:assets/reviews.csv"
+      text: text
+      label: category
+      labels: [rotten, fresh]
+      split: {train: 160, test: 60, calibration: 16, seed: 0}
+    evaluation:
+      metrics: [accuracy, f1]
+      batch_size: 4
+      seq_len: 16
+      repeats: 3
+      gate: {min_ratio: 0.9, of: parent}
+    variants:
+      fp32: {kind: fp32, from: base, recipe: finetune, target: x86-avx512}
+      w16a16: {kind: w16a16, from: fp32, recipe: fp16, target: cuda}
+      int8: {kind: int8, from: fp32, recipe: int8, target: x86-avx512}
+      qlora-4bit: {kind: qlora-4bit, from: base, recipe: qlora, target: cuda}
+      distilled: {kind: distilled, from: fp32, recipe: distill, target: x86-avx512}
+"""
+
+RECIPES = {
+    "finetune": "technique: finetune\nepochs: 6\nlr: 1.0e-3\nbatch_size: 16\nmax_length: 16\n",
+    "fp16": "technique: half\ndtype: fp16\n",
+    "int8": "technique: onnx-int8\nmode: static\ncalibration: {method: minmax, samples: 16}\nmax_length: 16\n",
+    "qlora": "technique: qlora-nf4\nr: 4\nalpha: 8\nepochs: 3\nlr: 5.0e-3\nbatch_size: 16\nmax_length: 16\n",
+    "distill": "technique: distill-kd\nstudent_layers: 2\nepochs: 4\nlr: 1.0e-3\nbatch_size: 16\nmax_length: 16\n",
+}
+
+
+def make_tiny_zoo(root: Path) -> Path:
+    """A complete project folder (registry.yaml, recipes/, assets/) around the tiny model; returns the registry."""
+    make_tiny_bert(root / "assets" / "tiny-bert")
+    make_sentiment_csv(root / "assets" / "reviews.csv")
+    (root / "recipes").mkdir(parents=True, exist_ok=True)
+    for name, text in RECIPES.items():
+        (root / "recipes" / f"{name}.yaml").write_text(text)
+    (root / "registry.yaml").write_text(REGISTRY)
+    return root / "registry.yaml"

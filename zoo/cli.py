@@ -1,0 +1,322 @@
+"""The ``zoo`` command line: one command per stage, plus ``run`` for all of them."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from zoo.errors import EXIT_USAGE, UsageError, ZooError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Build, evaluate, card and publish the compressed model variants declared in registry.yaml.")
+out = Console()
+err = Console(stderr=True)
+
+RegistryOpt = Annotated[Path, typer.Option("--registry", "-r", help="The registry file.", envvar="ZOO_REGISTRY")]
+Selector = Annotated[str | None, typer.Argument(help="MODEL or MODEL:VARIANT; all default models if omitted.")]
+DEFAULT_REGISTRY = Path("registry.yaml")
+
+
+class HubKind(StrEnum):
+    local = "local"
+    hf = "hf"
+
+
+HubOpt = Annotated[HubKind, typer.Option("--hub", envvar="ZOO_HUB", help="local: the embedded hub; hf: huggingface.co")]
+
+
+def handled(fn):
+    """Turn the errors a user can fix into one line on stderr and the right exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ZooError as e:
+            for line in str(e).splitlines() or ["error"]:
+                err.print(line, markup=False, highlight=False)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted: nothing half-written was kept; run the same command again to resume",
+                      markup=False)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _load(registry_path: Path):
+    from zoo import registry
+
+    loaded = registry.load(registry_path)
+    for w in loaded.warnings:
+        err.print(str(w), markup=False, highlight=False)
+    return loaded
+
+
+def _store(loaded):
+    from zoo.store import Store
+
+    return Store.for_registry(loaded.path)
+
+
+def _nodes(loaded, selector: str | None, with_parents: bool = True, all_models: bool = False):
+    from zoo import ids, plan
+
+    model, variant = ids.parse_selector(selector)
+    pairs = loaded.select(model, variant, include_nondefault=all_models)
+    return plan.select(plan.make(loaded), pairs, with_parents=with_parents)
+
+
+@app.command()
+@handled
+def schema(write: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None):
+    """Print the JSON Schema of registry.yaml (editors use it to complete and check the file)."""
+    from zoo.registry import json_schema
+
+    text = json_schema()
+    if write:
+        write.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+@handled
+def validate(registry: RegistryOpt = DEFAULT_REGISTRY):
+    """Check registry.yaml and every recipe it names; exit 0 if valid, 1 if not, 2 on bad usage."""
+    loaded = _load(registry)
+    n = sum(len(m.variants) for m in loaded.registry.models.values())
+    out.print(f"{loaded.doc.path}: ok ({len(loaded.registry.models)} models, {n} variants, "
+              f"{len(loaded.recipes)} recipes, {len(loaded.warnings)} warnings)", markup=False)
+
+
+@app.command("list")
+@handled
+def list_(registry: RegistryOpt = DEFAULT_REGISTRY,
+          as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False):
+    """List models × variants with kind, target and status (planned, built, evaluated, gate)."""
+    from zoo import plan
+    from zoo.status import variant_status
+
+    loaded = _load(registry)
+    store = _store(loaded)
+    rows = []
+    for node in plan.make(loaded):
+        rows.append({"model": node.model_id, "variant": node.variant_id, "kind": node.kind, "from": node.parent,
+                     "recipe": node.recipe, "target": node.target, "hash": node.hash,
+                     "status": variant_status(store, node)})
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(title=str(loaded.doc.path))
+    for col in ("model", "variant", "kind", "from", "target", "recipe", "status"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(str(r[c]) for c in ("model", "variant", "kind", "from", "target", "recipe", "status")))
+    out.print(table)
+
+
+@app.command("plan")
+@handled
+def plan_(registry: RegistryOpt = DEFAULT_REGISTRY,
+          since: Annotated[str | None, typer.Option(help="Git revision to compare with, e.g. origin/main.")] = None,
+          as_json: Annotated[bool, typer.Option("--json")] = False):
+    """Show the build DAG in order with content hashes, and what a change since a git revision rebuilds."""
+    from zoo import plan
+    from zoo.store import Store
+
+    loaded = _load(registry)
+    nodes = plan.make(loaded)
+    store = Store.for_registry(loaded.path)
+    changes = None
+    if since:
+        old = plan.load_at_revision(loaded.path, since)
+        changes = plan.diff(plan.make(old) if old else None, nodes)
+    rebuild = {n.key for n in nodes if not store.is_built(n.hash)}
+    if as_json:
+        sys.stdout.write(json.dumps({
+            "nodes": [{"model": n.model_id, "variant": n.variant_id, "kind": n.kind, "from": n.parent,
+                       "technique": n.technique, "recipe": n.recipe, "target": n.target, "hash": n.hash,
+                       "built": n.key not in rebuild} for n in nodes],
+            "since": since, "changes": changes,
+            "trust_remote_code": [m for m, v in loaded.registry.models.items() if v.trust_remote_code],
+        }, indent=2) + "\n")
+        return
+    current = None
+    for n in nodes:
+        if n.model_id != current:
+            current = n.model_id
+            m = loaded.model(current)
+            flags = " [trust_remote_code: on]" if m.trust_remote_code else ""
+            flags += "" if m.default else " [default: false]"
+            out.print(f"[bold]{current}[/] ({m.task}, base {m.base.source}){flags}", highlight=False)
+        depth = _depth(loaded.model(n.model_id).variants, n.variant_id)
+        state = "built" if n.key not in rebuild else "to build"
+        mark = ""
+        if changes is not None:
+            mark = next((f" [{k}]" for k in ("added", "changed") if n.key in changes[k]), "")
+        out.print(f"  {'  ' * depth}└─ {n.variant_id:<14} {n.kind:<11} {n.technique:<11} "
+                  f"{n.target:<11} {n.hash}  {state}{mark}", markup=False, highlight=False)
+    if changes is not None:
+        out.print(f"since {since}: {len(changes['added'])} added, {len(changes['changed'])} changed, "
+                  f"{len(changes['removed'])} removed, {len(changes['unchanged'])} unchanged", markup=False)
+        for k in ("added", "changed", "removed"):
+            for key in changes[k]:
+                out.print(f"  {k}: {key}", markup=False)
+
+
+def _depth(variants, vid: str) -> int:
+    d = 0
+    while variants[vid].from_ != "base":
+        vid = variants[vid].from_
+        d += 1
+    return d
+
+
+@app.command()
+@handled
+def build(selector: Selector = None, registry: RegistryOpt = DEFAULT_REGISTRY,
+          force: Annotated[bool, typer.Option("--force", help="Rebuild even when the hash is unchanged.")] = False,
+          all_models: Annotated[bool, typer.Option("--all", help="Include models marked default: false.")] = False):
+    """Build variants (and the parents they need) in DAG order; unchanged ones are skipped."""
+    from zoo import build as build_mod
+
+    loaded = _load(registry)
+    nodes = _nodes(loaded, selector, all_models=all_models)
+    outcomes = build_mod.build(loaded, _store(loaded), nodes, force=force, log=err.print)
+    for o in outcomes:
+        out.print(f"{o.node.key:<32} {o.status:<8} {o.seconds:7.1f}s  {o.path}", markup=False, highlight=False)
+
+
+@app.command("eval")
+@handled
+def eval_(selector: Selector = None, registry: RegistryOpt = DEFAULT_REGISTRY,
+          force: Annotated[bool, typer.Option("--force", help="Re-evaluate even when nothing changed.")] = False,
+          all_models: Annotated[bool, typer.Option("--all", help="Include models marked default: false.")] = False):
+    """Evaluate built variants: task metrics, the accuracy gate, and performance on this machine."""
+    from zoo import evaluate
+
+    loaded = _load(registry)
+    results = evaluate.evaluate(loaded, _store(loaded), _nodes(loaded, selector, all_models=all_models),
+                                force=force, log=err.print)
+    for key, r in results.items():
+        gate = r.get("gate") or {}
+        verdict = "gate pass" if gate.get("passed", True) else "GATE FAILED"
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items())
+        out.print(f"{key:<32} {metrics}  {verdict}", markup=False, highlight=False)
+
+
+@app.command()
+@handled
+def report(model: Annotated[str | None, typer.Argument(help="MODEL; all default models if omitted.")] = None,
+           registry: RegistryOpt = DEFAULT_REGISTRY, as_json: Annotated[bool, typer.Option("--json")] = False):
+    """One table per family (metric, ratio to fp32, size, latency, speed-up, memory, gate) and a Pareto plot."""
+    from zoo import report as report_mod
+
+    loaded = _load(registry)
+    report_mod.report(loaded, _store(loaded), _models(loaded, model), as_json=as_json, console=out)
+
+
+def _models(loaded, model: str | None, all_models: bool = False) -> list[str]:
+    from zoo import ids
+
+    mid, _ = ids.parse_selector(model)
+    return list(dict.fromkeys(m for m, _ in loaded.select(mid, None, include_nondefault=all_models)))
+
+
+@app.command()
+@handled
+def card(selector: Selector = None, registry: RegistryOpt = DEFAULT_REGISTRY):
+    """Write each variant's model card (README.md) into its staged repo, from cards/ and the measured results."""
+    from zoo import card as card_mod
+
+    loaded = _load(registry)
+    for path in card_mod.write_cards(loaded, _store(loaded), _nodes(loaded, selector, with_parents=False)):
+        out.print(str(path), markup=False)
+
+
+@app.command()
+@handled
+def space(model: Annotated[str | None, typer.Argument(help="MODEL; all default models if omitted.")] = None,
+          registry: RegistryOpt = DEFAULT_REGISTRY):
+    """Render the family's Gradio demo Space folder from spaces/."""
+    from zoo import space as space_mod
+
+    loaded = _load(registry)
+    for mid in _models(loaded, model):
+        out.print(str(space_mod.render(loaded, _store(loaded), mid)), markup=False)
+
+
+@app.command()
+@handled
+def demo(model: Annotated[str, typer.Argument(help="MODEL")], registry: RegistryOpt = DEFAULT_REGISTRY,
+         port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 7860):
+    """Run the family's demo Space locally, loading its variants from the local hub."""
+    from zoo import space as space_mod
+
+    loaded = _load(registry)
+    space_mod.demo(loaded, _store(loaded), _models(loaded, model)[0], port=port)
+
+
+@app.command()
+@handled
+def push(selector: Selector = None, registry: RegistryOpt = DEFAULT_REGISTRY, hub: HubOpt = HubKind.local,
+         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the operations and bytes; send nothing.")]
+         = False,
+         allow_gate_failure: Annotated[bool, typer.Option("--allow-gate-failure")] = False,
+         all_models: Annotated[bool, typer.Option("--all", help="Include models marked default: false.")] = False):
+    """Push evaluated variants (cards included) and the family Spaces to the local hub or the Hugging Face Hub."""
+    from zoo import hub as hub_mod
+
+    loaded = _load(registry)
+    nodes = _nodes(loaded, selector, with_parents=False, all_models=all_models)
+    hub_mod.push(loaded, _store(loaded), nodes, hub=hub.value, dry_run=dry_run,
+                 allow_gate_failure=allow_gate_failure, console=out)
+
+
+@app.command()
+@handled
+def pull(model: Annotated[str, typer.Argument(help="MODEL")], registry: RegistryOpt = DEFAULT_REGISTRY,
+         variant: Annotated[str | None, typer.Option(help="Variant id.")] = None,
+         target: Annotated[str | None, typer.Option(help="Pick the best passing variant for this target.")] = None,
+         revision: Annotated[str | None, typer.Option(help="Commit, tag or branch.")] = None,
+         hub: HubOpt = HubKind.local,
+         dest: Annotated[Path | None, typer.Option(help="Folder to pull into.")] = None):
+    """Download a published variant into a local folder and print the two lines that load it."""
+    from zoo import hub as hub_mod
+
+    if (variant is None) == (target is None):
+        raise UsageError("pull: give exactly one of --variant V or --target T")
+    loaded = _load(registry)
+    hub_mod.pull(loaded, _store(loaded), model, variant=variant, target=target, revision=revision,
+                 hub=hub.value, dest=dest, console=out)
+
+
+@app.command()
+@handled
+def run(selector: Selector = None, registry: RegistryOpt = DEFAULT_REGISTRY, hub: HubOpt = HubKind.local,
+        allow_gate_failure: Annotated[bool, typer.Option("--allow-gate-failure")] = False,
+        all_models: Annotated[bool, typer.Option("--all", help="Include models marked default: false.")] = False):
+    """All stages for the registry, incrementally: build → eval → card → space → push."""
+    from zoo import pipeline
+
+    loaded = _load(registry)
+    pipeline.run(loaded, _store(loaded), selector, hub=hub.value, allow_gate_failure=allow_gate_failure,
+                 all_models=all_models, console=out, log=err.print)
+
+
+def main() -> None:
+    try:
+        app()
+    except UsageError as e:
+        err.print(str(e), markup=False)
+        sys.exit(EXIT_USAGE)

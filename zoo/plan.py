@@ -1,0 +1,154 @@
+"""The build plan: every variant in dependency order, with a content hash that decides whether to rebuild.
+
+A variant's hash covers its registry entry, its recipe, its parent's hash, the base and data sources, and the
+versions of the libraries that build it. Same hash + built artifact = nothing to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from zoo import registry
+from zoo.errors import UsageError, ZooError
+from zoo.registry import Loaded
+
+# Bump when the layout or meaning of built artifacts changes, so every hash moves.
+BUILD_FORMAT = 1
+LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "peft", "bitsandbytes",
+             "safetensors", "accelerate")
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            out[lib] = "absent"
+    return out
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Node:
+    model_id: str
+    variant_id: str
+    kind: str
+    parent: str  # "base" or a variant id
+    recipe: str
+    technique: str
+    target: str
+    hash: str  # 16 hex digits of the content hash; names the artifact folder
+    inputs: dict[str, str]  # the hashed parts, for provenance
+
+    @property
+    def key(self) -> str:
+        return f"{self.model_id}:{self.variant_id}"
+
+
+def make(loaded: Loaded) -> list[Node]:
+    """Every variant of every model, parents before children, each with its content hash."""
+    libs = digest(library_versions())
+    nodes: list[Node] = []
+    for mid, model in loaded.registry.models.items():
+        base_h = digest(model.base.model_dump(mode="json"))
+        data_h = digest(model.dataset.model_dump(mode="json"))
+        task_h = digest({"task": model.task, "trust_remote_code": model.trust_remote_code})
+        hashes: dict[str, str] = {"base": base_h}
+        for vid in _order(model.variants):
+            v = model.variants[vid]
+            recipe = loaded.recipe_of(v)
+            recipe_h = digest({k: val for k, val in recipe.raw.items() if k != "description"})
+            entry_h = digest(v.model_dump(mode="json", by_alias=True, exclude={"description"}))
+            target_h = digest(loaded.registry.targets[v.target].model_dump(mode="json"))
+            inputs = {"entry": entry_h, "recipe": recipe_h, "parent": hashes[v.from_], "base": base_h,
+                      "data": data_h, "task": task_h, "target": target_h, "libraries": libs,
+                      "format": str(BUILD_FORMAT)}
+            h = digest(inputs)[:16]
+            hashes[vid] = h
+            nodes.append(Node(mid, vid, v.kind.value, v.from_, v.recipe, recipe.technique.name, v.target, h, inputs))
+    return nodes
+
+
+def _order(variants: dict) -> list[str]:
+    """Variants with each parent before its children, otherwise in registry order."""
+    done: list[str] = []
+
+    def visit(vid: str) -> None:
+        if vid in done:
+            return
+        parent = variants[vid].from_
+        if parent != "base":
+            visit(parent)
+        done.append(vid)
+
+    for vid in variants:
+        visit(vid)
+    return done
+
+
+def select(nodes: list[Node], pairs: list[tuple[str, str]], with_parents: bool = True) -> list[Node]:
+    """The nodes named by ``pairs`` and, if asked, every ancestor they need, in plan order."""
+    by_key = {n.key: n for n in nodes}
+    want = {f"{m}:{v}" for m, v in pairs}
+    if with_parents:
+        stack = list(want)
+        while stack:
+            n = by_key[stack.pop()]
+            if n.parent != "base" and (pk := f"{n.model_id}:{n.parent}") not in want:
+                want.add(pk)
+                stack.append(pk)
+    return [n for n in nodes if n.key in want]
+
+
+def load_at_revision(registry_path: Path, ref: str) -> Loaded | None:
+    """The registry (and its recipes) as committed at git ``ref``; None if the file did not exist there."""
+    repo_root = _git(["rev-parse", "--show-toplevel"], registry_path.parent).strip()
+    rel = registry_path.resolve().relative_to(Path(repo_root).resolve())
+    prefix = rel.parent.as_posix()
+    paths = [rel.as_posix(), f"{prefix}/recipes" if prefix != "." else "recipes"]
+    try:
+        _git(["rev-parse", "--verify", f"{ref}^{{commit}}"], Path(repo_root))
+    except ZooError:
+        raise UsageError(f"--since: '{ref}' is not a git revision here (fetch it first, e.g. "
+                         f"`git fetch origin main`)") from None
+    proc = subprocess.run(["git", "archive", ref, "--", *paths], cwd=repo_root, capture_output=True)
+    if proc.returncode != 0:
+        proc = subprocess.run(["git", "archive", ref, "--", paths[0]], cwd=repo_root, capture_output=True)
+        if proc.returncode != 0:
+            return None
+    tmp = Path(tempfile.mkdtemp(prefix="zoo-since-"))
+    with tarfile.open(fileobj=BytesIO(proc.stdout)) as tar:
+        tar.extractall(tmp, filter="data")
+    return registry.load(tmp / rel)
+
+
+def diff(old: list[Node] | None, new: list[Node]) -> dict[str, list[str]]:
+    """What changed between two plans: added, changed (hash moved), removed and unchanged variant keys."""
+    before = {n.key: n.hash for n in old or []}
+    after = {n.key: n.hash for n in new}
+    return {
+        "added": [k for k in after if k not in before],
+        "changed": [k for k in after if k in before and before[k] != after[k]],
+        "removed": [k for k in before if k not in after],
+        "unchanged": [k for k in after if before.get(k) == after[k]],
+    }
+
+
+def _git(args: list[str], cwd: Path) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ZooError(f"git {' '.join(args)}: {proc.stderr.strip().splitlines()[-1] if proc.stderr else 'failed'}")
+    return proc.stdout

@@ -1,0 +1,117 @@
+"""Rules across entries that a per-field schema cannot say: parents, cycles, targets, recipes, gates, repo ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zoo.errors import Problem, did_you_mean
+from zoo.ids import repo_id
+from zoo.registry.recipes import Recipe, load_recipe
+from zoo.registry.schema import TASK_METRICS, Registry
+from zoo.sources import parse_source
+from zoo.yamlio import Document
+
+
+def check(reg: Registry, doc: Document, recipes_dir: Path, recipes_display: str
+          ) -> tuple[dict[str, Recipe], list[Problem]]:
+    """Apply every cross-entry rule; return the recipes that loaded and all problems (errors and warnings)."""
+    problems: list[Problem] = []
+    recipes: dict[str, Recipe] = {}
+    failed: set[str] = set()
+    seen_repos: dict[str, str] = {}
+    for mid, model in reg.models.items():
+        at = ("models", mid)
+        src = parse_source(model.base.source)
+        if src.scheme == "hub" and not (src.version or model.base.revision):
+            problems.append(doc.problem((*at, "base", "source"),
+                                        f"'{model.base.source}' has no pinned revision: append @COMMIT_SHA so "
+                                        "builds are reproducible", warning=True))
+        metrics = TASK_METRICS[model.task]
+        for i, m in enumerate(model.evaluation.metrics):
+            if m not in metrics:
+                problems.append(doc.problem((*at, "evaluation", "metrics", i),
+                                            f"metric '{m}' does not apply to {model.task} "
+                                            f"(use: {', '.join(sorted(metrics))})"))
+        problems += _check_gate(reg, doc, mid)
+        for vid, variant in model.variants.items():
+            vat = (*at, "variants", vid)
+            rid = repo_id(reg.org, mid, vid)
+            if rid in seen_repos:
+                problems.append(doc.problem(vat, f"repo id '{rid}' is also that of {seen_repos[rid]}: rename one"))
+            seen_repos[rid] = f"models.{mid}.variants.{vid}"
+            if variant.from_ != "base" and variant.from_ not in model.variants:
+                problems.append(doc.problem((*vat, "from"), f"unknown parent '{variant.from_}'"
+                                            f"{did_you_mean(variant.from_, ['base', *model.variants])}"))
+            if variant.from_ == vid:
+                problems.append(doc.problem((*vat, "from"), "a variant cannot be its own parent"))
+            if variant.target not in reg.targets:
+                problems.append(doc.problem((*vat, "target"), f"unknown target '{variant.target}'"
+                                            f"{did_you_mean(variant.target, reg.targets)}"))
+            name = variant.recipe
+            if name not in recipes and name not in failed:
+                if not (recipes_dir / f"{name}.yaml").is_file():
+                    known = [p.stem for p in recipes_dir.glob("*.yaml")]
+                    problems.append(doc.problem((*vat, "recipe"), f"unknown recipe '{name}'"
+                                                f"{did_you_mean(name, known)}: add {recipes_display}/{name}.yaml"))
+                    failed.add(name)
+                    continue
+                recipe, rp = load_recipe(name, recipes_dir, recipes_display)
+                problems += rp
+                if recipe is None:
+                    failed.add(name)
+                    continue
+                recipes[name] = recipe
+            recipe = recipes.get(name)
+            if recipe is None:
+                continue
+            t = recipe.technique
+            if variant.kind not in t.kinds:
+                problems.append(doc.problem((*vat, "kind"), f"recipe '{name}' (technique {t.name}) builds "
+                                            f"{', '.join(sorted(t.kinds))}, not {variant.kind}: "
+                                            "pick a recipe for this kind"))
+            if model.task not in t.tasks:
+                problems.append(doc.problem((*vat, "recipe"), f"recipe '{name}' (technique {t.name}) does not "
+                                            f"support {model.task} (it supports {', '.join(sorted(t.tasks))})"))
+        problems += _check_cycles(reg, doc, mid)
+    return recipes, problems
+
+
+def _check_gate(reg: Registry, doc: Document, mid: str) -> list[Problem]:
+    model = reg.models[mid]
+    gate = model.evaluation.gate
+    if gate is None:
+        return []
+    at = ("models", mid, "evaluation", "gate")
+    out = []
+    metric = gate.metric or model.evaluation.metrics[0]
+    if metric not in TASK_METRICS[model.task]:
+        out.append(doc.problem((*at, "metric"), f"gate on '{metric}', which {model.task} does not have "
+                               f"(use: {', '.join(sorted(TASK_METRICS[model.task]))})"))
+    elif gate.metric and gate.metric not in model.evaluation.metrics:
+        out.append(doc.problem((*at, "metric"), f"gate on '{gate.metric}', which is not in evaluation.metrics: "
+                               "add it there"))
+    if gate.of != "parent" and gate.of not in model.variants:
+        out.append(doc.problem((*at, "of"), f"unknown variant '{gate.of}'"
+                               f"{did_you_mean(gate.of, ['parent', *model.variants])}"))
+    return out
+
+
+def _check_cycles(reg: Registry, doc: Document, mid: str) -> list[Problem]:
+    variants = reg.models[mid].variants
+    out: list[Problem] = []
+    reported: set[str] = set()
+    for start in variants:
+        path: list[str] = []
+        cur = start
+        while cur in variants and cur not in path:
+            path.append(cur)
+            cur = variants[cur].from_
+        if cur in path:
+            cycle = path[path.index(cur):]
+            key = min(cycle)
+            if key not in reported:
+                reported.add(key)
+                out.append(doc.problem(("models", mid, "variants", key, "from"),
+                                       f"cycle in 'from:': {' -> '.join([*cycle, cur])}: one of them must "
+                                       "come from 'base' or a variant outside the cycle"))
+    return out

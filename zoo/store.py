@@ -1,0 +1,139 @@
+"""Where everything the tool makes lives, atomic folder writes, and the lock that serialises runs.
+
+Layout under the store root (``$ZOO_HOME``, default ``.zoo/`` beside registry.yaml)::
+
+    artifacts/<hash>/                 a built variant, loadable as is, with provenance.json
+    artifacts/<hash>.results.json     its evaluation
+    repos/<model>-<variant>/          the staged Hub repo (artifact + card)
+    spaces/<model>-demo/              the staged Space
+    reports/<model>/                  the family table and Pareto plot
+    hub/                              the embedded local hub
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = root
+
+    @classmethod
+    def for_registry(cls, registry_path: Path) -> Store:
+        env = os.environ.get("ZOO_HOME")
+        return cls(Path(env) if env else registry_path.resolve().parent / ".zoo")
+
+    def artifact(self, h: str) -> Path:
+        return self.root / "artifacts" / h
+
+    def results(self, h: str) -> Path:
+        return self.root / "artifacts" / f"{h}.results.json"
+
+    def repo(self, model: str, variant: str) -> Path:
+        return self.root / "repos" / f"{model}-{variant}"
+
+    def space(self, model: str) -> Path:
+        return self.root / "spaces" / f"{model}-demo"
+
+    def reports(self, model: str) -> Path:
+        return self.root / "reports" / model
+
+    @property
+    def hub(self) -> Path:
+        return Path(os.environ.get("ZOO_LOCAL_HUB", self.root / "hub"))
+
+    def is_built(self, h: str) -> bool:
+        """An artifact counts as built only once its provenance (written last, then renamed in) exists."""
+        return (self.artifact(h) / "provenance.json").is_file()
+
+    @contextlib.contextmanager
+    def lock(self, name: str = "store", log=None) -> Iterator[None]:
+        """Hold the store's lock; say who holds it while waiting."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock_path = self.root / f".{name}.lock"
+        pid_path = self.root / f".{name}.pid"
+        lock = FileLock(str(lock_path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            holder = pid_path.read_text().strip() if pid_path.exists() else "another process"
+            (log or (lambda m: print(m, file=sys.stderr)))(f"waiting for lock held by PID {holder} ({lock_path})")
+            lock.acquire()
+        try:
+            pid_path.write_text(str(os.getpid()))
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                pid_path.unlink()
+            lock.release()
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield an empty temp folder beside ``final``; on success it replaces ``final`` in one rename.
+
+    On any error, or an interrupt, the temp folder is removed and ``final`` is left as it was.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if final.exists():
+            old = final.parent / f".old-{final.name}-{os.getpid()}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write a file so that a reader sees the old content or the new, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def clean_temp(root: Path) -> None:
+    """Remove temp folders left by a process that was killed mid-write."""
+    for d in root.glob("**/.tmp-*"):
+        shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
+
+
+def _fsync_tree(path: Path) -> None:
+    for f in path.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
