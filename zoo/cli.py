@@ -42,7 +42,7 @@ def handled(fn):
             return fn(*args, **kwargs)
         except ZooError as e:
             for line in str(e).splitlines() or ["error"]:
-                err.print(line, markup=False, highlight=False)
+                print(line, file=sys.stderr)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted: nothing half-written was kept; run the same command again to resume",
@@ -57,7 +57,7 @@ def _load(registry_path: Path):
 
     loaded = registry.load(registry_path)
     for w in loaded.warnings:
-        err.print(str(w), markup=False, highlight=False)
+        print(w, file=sys.stderr)
     return loaded
 
 
@@ -94,8 +94,8 @@ def validate(registry: RegistryOpt = DEFAULT_REGISTRY):
     """Check registry.yaml and every recipe it names; exit 0 if valid, 1 if not, 2 on bad usage."""
     loaded = _load(registry)
     n = sum(len(m.variants) for m in loaded.registry.models.values())
-    out.print(f"{loaded.doc.path}: ok ({len(loaded.registry.models)} models, {n} variants, "
-              f"{len(loaded.recipes)} recipes, {len(loaded.warnings)} warnings)", markup=False)
+    print(f"{loaded.doc.path}: ok ({len(loaded.registry.models)} models, {n} variants, "
+              f"{len(loaded.recipes)} recipes, {len(loaded.warnings)} warnings)")
 
 
 @app.command("list")
@@ -150,35 +150,38 @@ def plan_(registry: RegistryOpt = DEFAULT_REGISTRY,
             "trust_remote_code": [m for m, v in loaded.registry.models.items() if v.trust_remote_code],
         }, indent=2) + "\n")
         return
-    current = None
-    for n in nodes:
-        if n.model_id != current:
-            current = n.model_id
-            m = loaded.model(current)
-            flags = " [trust_remote_code: on]" if m.trust_remote_code else ""
-            flags += "" if m.default else " [default: false]"
-            out.print(f"[bold]{current}[/] ({m.task}, base {m.base.source}){flags}", highlight=False)
-        depth = _depth(loaded.model(n.model_id).variants, n.variant_id)
-        state = "built" if n.key not in rebuild else "to build"
-        mark = ""
-        if changes is not None:
-            mark = next((f" [{k}]" for k in ("added", "changed") if n.key in changes[k]), "")
-        out.print(f"  {'  ' * depth}└─ {n.variant_id:<14} {n.kind:<11} {n.technique:<11} "
-                  f"{n.target:<11} {n.hash}  {state}{mark}", markup=False, highlight=False)
+    for mid in dict.fromkeys(n.model_id for n in nodes):
+        m = loaded.model(mid)
+        flags = " [trust_remote_code: on]" if m.trust_remote_code else ""
+        flags += "" if m.default else " [default: false]"
+        print(f"{mid} ({m.task}, base {m.base.source}){flags}")
+        for n, depth in _tree([n for n in nodes if n.model_id == mid]):
+            state = "built" if n.key not in rebuild else "to build"
+            mark = ""
+            if changes is not None:
+                mark = next((f" [{k}]" for k in ("added", "changed") if n.key in changes[k]), "")
+            label = f"{'   ' * depth}└─ {n.variant_id}"
+            print(f"  {label:<24} {n.kind:<11} {n.technique:<11} {n.target:<11} {n.hash}  {state}{mark}")
     if changes is not None:
-        out.print(f"since {since}: {len(changes['added'])} added, {len(changes['changed'])} changed, "
-                  f"{len(changes['removed'])} removed, {len(changes['unchanged'])} unchanged", markup=False)
+        print(f"since {since}: {len(changes['added'])} added, {len(changes['changed'])} changed, "
+              f"{len(changes['removed'])} removed, {len(changes['unchanged'])} unchanged")
         for k in ("added", "changed", "removed"):
             for key in changes[k]:
-                out.print(f"  {k}: {key}", markup=False)
+                print(f"  {k}: {key}")
 
 
-def _depth(variants, vid: str) -> int:
-    d = 0
-    while variants[vid].from_ != "base":
-        vid = variants[vid].from_
-        d += 1
-    return d
+def _tree(nodes):
+    """Nodes in depth-first order with their depth, so children print under their parent."""
+    children: dict[str, list] = {}
+    for n in nodes:
+        children.setdefault(n.parent, []).append(n)
+
+    def walk(parent: str, depth: int):
+        for n in children.get(parent, []):
+            yield n, depth
+            yield from walk(n.variant_id, depth + 1)
+
+    return list(walk("base", 0))
 
 
 @app.command()
@@ -317,5 +320,5 @@ def main() -> None:
     try:
         app()
     except UsageError as e:
-        err.print(str(e), markup=False)
+        print(e, file=sys.stderr)
         sys.exit(EXIT_USAGE)

@@ -73,13 +73,26 @@ def make(loaded: Loaded) -> list[Node]:
             recipe_h = digest({k: val for k, val in recipe.raw.items() if k != "description"})
             entry_h = digest(v.model_dump(mode="json", by_alias=True, exclude={"description"}))
             target_h = digest(loaded.registry.targets[v.target].model_dump(mode="json"))
-            inputs = {"entry": entry_h, "recipe": recipe_h, "parent": hashes[v.from_], "base": base_h,
+            code_h = technique_code_hash(recipe.technique)
+            inputs = {"entry": entry_h, "code": code_h, "recipe": recipe_h, "parent": hashes[v.from_], "base": base_h,
                       "data": data_h, "task": task_h, "target": target_h, "libraries": libs,
                       "format": str(BUILD_FORMAT)}
             h = digest(inputs)[:16]
             hashes[vid] = h
             nodes.append(Node(mid, vid, v.kind.value, v.from_, v.recipe, recipe.technique.name, v.target, h, inputs))
     return nodes
+
+
+def technique_code_hash(technique) -> str:
+    """Hash of the source of the technique's module and the shared training helpers: changed code rebuilds."""
+    import inspect
+
+    files = {Path(inspect.getfile(type(technique)))}
+    files |= {p for p in Path(__file__).parent.joinpath("techniques").glob("_*.py") if p.name != "__init__.py"}
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def _order(variants: dict) -> list[str]:

@@ -43,17 +43,24 @@ def dotted(loc: Loc) -> str:
     return ".".join(str(p) for p in loc)
 
 
+MAX_NODES = 200_000
+
+
+class _TooBig(Exception):
+    pass
+
+
 def _construct(node: yaml.Node, loc: Loc, lines: dict[Loc, int], path: str) -> Any:
+    if len(lines) > MAX_NODES:
+        raise _TooBig
     lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node)) if not isinstance(key_node, yaml.ScalarNode) else (
-                _scalar(key_node)
-            )
-            if isinstance(key, list | dict):
+            if not isinstance(key_node, yaml.ScalarNode):
                 raise ZooError(problems=[Problem(path, key_node.start_mark.line + 1, dotted(loc),
                                                  "a key must be a plain name, not a list or mapping")])
+            key = _scalar(key_node)
             if key in out:
                 raise ZooError(problems=[Problem(
                     path, key_node.start_mark.line + 1, dotted((*loc, key)),
@@ -67,10 +74,11 @@ def _construct(node: yaml.Node, loc: Loc, lines: dict[Loc, int], path: str) -> A
     return _scalar(node)
 
 
-def _scalar(node: yaml.ScalarNode) -> Any:
-    return yaml.SafeLoader(yaml.serialize(node)).get_single_data() if node.tag != "tag:yaml.org,2002:str" else (
-        node.value
-    )
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+
+
+def _scalar(node: yaml.Node) -> Any:
+    return _CONSTRUCTOR.construct_object(node, deep=True)
 
 
 def load(path: str | Path, display: str | None = None, text: str | None = None) -> Document:
@@ -112,8 +120,9 @@ def load(path: str | Path, display: str | None = None, text: str | None = None) 
         data = _construct(node, (), lines, shown)
     except yaml.YAMLError as e:
         raise ZooError(problems=[Problem(shown, None, "", f"YAML error: {str(e).splitlines()[0]}")]) from None
-    except RecursionError:
-        raise ZooError(problems=[Problem(shown, None, "", "YAML nests too deeply")]) from None
+    except (RecursionError, _TooBig):
+        raise ZooError(problems=[Problem(shown, None, "", f"YAML expands to more than {MAX_NODES} values "
+                                         "(deep nesting or anchors/aliases): simplify the file")]) from None
     return Document(shown, data, lines)
 
 

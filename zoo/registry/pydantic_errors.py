@@ -89,6 +89,8 @@ def problems_from(err: ValidationError, doc: Document, root: type[BaseModel]) ->
             msg = f"required key '{loc[-1]}' is missing: add it"
             if loc[-1] == "license":
                 msg += " (e.g. 'license: apache-2.0'; the Hub card and every derived repo need it)"
+        elif value is None:
+            msg = "has no value: give one, or remove the key to use the default"
         elif kind in ("enum", "literal_error"):
             known = _enum_at(root, loc) or []
             msg = f"'{value}' is not allowed{did_you_mean(str(value), known)}" if known else e["msg"]
@@ -96,6 +98,8 @@ def problems_from(err: ValidationError, doc: Document, root: type[BaseModel]) ->
             msg = f"'{value}' is not a valid id: {ID_HELP}"
         elif kind == "string_pattern_mismatch":
             msg = f"'{value}' must be a 64-character lowercase hex sha256"
+        elif kind == "too_short":
+            msg = "is empty: declare at least one entry"
         elif kind in ("model_type", "dict_type") and not isinstance(value, dict):
             msg = f"expected a mapping of keys, got {_kind(value)}"
         elif kind == "value_error":

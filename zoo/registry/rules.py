@@ -106,7 +106,7 @@ def _check_cycles(reg: Registry, doc: Document, mid: str) -> list[Problem]:
         while cur in variants and cur not in path:
             path.append(cur)
             cur = variants[cur].from_
-        if cur in path:
+        if cur in path and len(path[path.index(cur):]) > 1:
             cycle = path[path.index(cur):]
             key = min(cycle)
             if key not in reported:

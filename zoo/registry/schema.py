@@ -145,7 +145,7 @@ class Evaluation(Strict):
 class Variant(Strict):
     kind: Kind
     from_: str = Field("base", alias="from")  # "base" or another variant id of the same model
-    recipe: str  # a file recipes/<recipe>.yaml
+    recipe: Id  # a file recipes/<recipe>.yaml
     target: str  # a key of targets
     description: str | None = None
 

@@ -29,4 +29,44 @@ class Finetune(Technique):
     params = FinetuneParams
 
     def build(self, ctx: BuildContext) -> dict[str, Any]:
-        raise NotImplementedError
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from zoo.techniques import _train
+
+        p: FinetuneParams = ctx.params  # type: ignore[assignment]
+        threads = _train.set_threads()
+        splits = ctx.splits()
+        id2label, label2id = _train.label_maps(splits.label_names)
+        _train.seed_everything(p.seed)
+        tokenizer = AutoTokenizer.from_pretrained(ctx.parent_dir)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            ctx.parent_dir, num_labels=len(id2label), id2label=id2label, label2id=label2id)
+        if p.method == "lora":
+            model = _with_lora(model, p)
+        batches = _train.tokenize_batches(tokenizer, splits.train.inputs, splits.train.labels, p.batch_size,
+                                          p.max_length, shuffle=True, seed=p.seed)
+        ctx.log(f"{ctx.model_id}:{ctx.variant_id}: {p.method} fine-tuning on {len(splits.train)} rows, "
+                f"{p.epochs:g} epochs, {threads} threads")
+        training = _train.train_loop(model, batches, p.epochs, p.lr, p.weight_decay, p.warmup_ratio,
+                                     ctx.progress, f"{ctx.model_id}:{ctx.variant_id} {p.method}")
+        if p.method == "lora":
+            model = model.merge_and_unload()
+        _train.save_with_tokenizer(model, tokenizer, ctx.out_dir)
+        return {
+            "format": "transformers",
+            "dtype": "fp32",
+            "label_names": splits.label_names,
+            "max_length": p.max_length,
+            "params_count": _train.params_count(model),
+            "training": {**training, "method": p.method, "rows": len(splits.train), "threads": threads,
+                         "data": splits.describe("train")},
+        }
+
+
+def _with_lora(model: Any, p: FinetuneParams) -> Any:
+    """Wrap ``model`` in a LoRA adapter on its attention projections; the new classifier head trains fully."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=0.05,
+                        target_modules="all-linear")
+    return get_peft_model(model, config)

@@ -1,0 +1,242 @@
+"""Load any built classifier artifact, whatever its format, behind one small API (used by eval, cards and Spaces).
+
+``load_classifier(dir)`` reads the artifact's ``provenance.json`` ("format", "dtype") and returns a
+:class:`Classifier` whose ``logits(texts, max_length)`` gives a numpy array, so callers never branch on runtimes.
+A folder without provenance (a pulled repo's ``onnx/`` subfolder, an optimum export) is recognised by its files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo.errors import ZooError
+
+TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def threads() -> int:
+    """Threads for one inference process: ``ZOO_THREADS`` if set, else every core this process may use."""
+    env = os.environ.get("ZOO_THREADS", "").strip()
+    if env and not env.isdigit():
+        raise ZooError(f"ZOO_THREADS='{env}': set it to a whole number of threads, e.g. ZOO_THREADS=2")
+    n = int(env) if env else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, n or 1)
+
+
+def read_provenance(artifact_dir: Path) -> dict[str, Any]:
+    path = artifact_dir / "provenance.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def detect_format(artifact_dir: Path) -> str:
+    """The artifact's format: provenance's "format", else "onnx" if it holds model.onnx, else "transformers"."""
+    fmt = read_provenance(artifact_dir).get("format")
+    if fmt:
+        return fmt
+    return "onnx" if (artifact_dir / "model.onnx").is_file() else "transformers"
+
+
+class Classifier:
+    """A loaded sequence classifier. Subclasses set ``runtime`` and implement :meth:`_forward`."""
+
+    runtime: str = ""
+
+    def __init__(self, artifact_dir: Path, tokenizer: Any, label_names: list[str] | None, dtype: str, device: str):
+        self.artifact_dir = artifact_dir
+        self.tokenizer = tokenizer
+        self.label_names = label_names
+        self.dtype = dtype
+        self.device = device
+
+    def encode(self, texts: Sequence[str], max_length: int, pad_to_max: bool = False) -> dict[str, Any]:
+        """Tokenize to torch tensors: truncated to ``max_length``, padded to the longest row or to ``max_length``."""
+        return dict(self.tokenizer(list(texts), truncation=True, max_length=max_length,
+                                   padding="max_length" if pad_to_max else True, return_tensors="pt"))
+
+    def logits(self, texts: Sequence[str], max_length: int, pad_to_max: bool = False) -> np.ndarray:
+        """Float32 logits of shape (len(texts), classes) for one batch of texts."""
+        return self.forward(self.encode(texts, max_length, pad_to_max))
+
+    def forward(self, batch: dict[str, Any]) -> np.ndarray:
+        """Logits for an already encoded batch (what latency measurements time)."""
+        return self._forward(batch)
+
+    def predict(self, texts: Sequence[str], max_length: int, batch_size: int = 32) -> np.ndarray:
+        """Logits for any number of texts, batched; rows are sorted by length so batches carry little padding."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list[np.ndarray] = []
+        for start in range(0, len(order), batch_size):
+            out.append(self.logits([texts[i] for i in order[start:start + batch_size]], max_length))
+        if not out:
+            return np.zeros((0, len(self.label_names or [])), dtype=np.float32)
+        logits = np.concatenate(out)
+        result = np.empty_like(logits)
+        result[order] = logits
+        return result
+
+    def params_count(self) -> int:
+        raise NotImplementedError
+
+    def _forward(self, batch: dict[str, Any]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TorchClassifier(Classifier):
+    runtime = "torch"
+
+    def __init__(self, artifact_dir: Path, tokenizer: Any, model: Any, dtype: str, device: str):
+        labels = _labels(model.config)
+        super().__init__(artifact_dir, tokenizer, labels, dtype, device)
+        self.model = model
+
+    def _forward(self, batch: dict[str, Any]) -> np.ndarray:
+        import torch
+
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with torch.inference_mode():
+            logits = self.model(**batch).logits
+        if self.device != "cpu":
+            torch.cuda.synchronize()
+        return logits.float().cpu().numpy()
+
+    def params_count(self) -> int:
+        from_prov = read_provenance(self.artifact_dir).get("params_count")
+        if from_prov:
+            return int(from_prov)
+        # a bitsandbytes 4-bit weight packs two values per stored element
+        return sum(p.numel() * (2 if p.__class__.__name__ == "Params4bit" else 1) for p in self.model.parameters())
+
+
+class OnnxClassifier(Classifier):
+    runtime = "onnxruntime"
+
+    def __init__(self, artifact_dir: Path, tokenizer: Any, model: Any, dtype: str, device: str):
+        super().__init__(artifact_dir, tokenizer, _labels(model.config), dtype, device)
+        self.model = model
+
+    def _forward(self, batch: dict[str, Any]) -> np.ndarray:
+        import torch
+
+        if self.device != "cpu":
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+        with torch.inference_mode():
+            logits = self.model(**batch).logits
+        logits = logits.detach().cpu().numpy() if hasattr(logits, "detach") else np.asarray(logits)
+        return logits.astype(np.float32)
+
+    def params_count(self) -> int:
+        from_prov = read_provenance(self.artifact_dir).get("params_count")
+        if from_prov:
+            return int(from_prov)
+        import onnx
+
+        graph = onnx.load(str(self.artifact_dir / "model.onnx"), load_external_data=False).graph
+        return sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) > 0)
+
+
+def load_classifier(artifact_dir: Path, device: str = "cpu") -> Classifier:
+    """Load a classifier artifact for inference.
+
+    Args:
+        artifact_dir: a built artifact (or a folder laid out like one: config.json + tokenizer + weights).
+        device: "cpu" or "cuda".
+
+    Returns:
+        A :class:`Classifier`; ``runtime`` is "torch" or "onnxruntime", ``dtype`` the stored weight type.
+
+    Raises:
+        ZooError: unknown format, or the folder does not load (the message names the folder and the cause).
+    """
+    artifact_dir = Path(artifact_dir)
+    if not (artifact_dir / "config.json").is_file():
+        raise ZooError(f"{artifact_dir}: no config.json: this is not a built artifact (run `zoo build` first)")
+    prov = read_provenance(artifact_dir)
+    fmt = detect_format(artifact_dir)
+    dtype = prov.get("dtype") or _config_dtype(artifact_dir)
+    _set_threads()
+    try:
+        if fmt == "transformers":
+            return _load_torch(artifact_dir, dtype, device)
+        if fmt == "onnx":
+            return _load_onnx(artifact_dir, dtype, device)
+    except (OSError, ValueError, RuntimeError, ImportError) as e:
+        raise ZooError(f"{artifact_dir}: cannot load the {fmt} artifact: {str(e).splitlines()[0]}") from e
+    raise ZooError(f"{artifact_dir / 'provenance.json'}: format '{fmt}' is unknown: expected transformers or onnx")
+
+
+def _load_torch(artifact_dir: Path, dtype: str, device: str) -> TorchClassifier:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    config = json.loads((artifact_dir / "config.json").read_text())
+    kwargs: dict[str, Any] = {}
+    if config.get("quantization_config"):
+        # bitsandbytes places the weights itself; the saved config says how they were quantized
+        kwargs["device_map"] = {"": device if device == "cpu" else 0}
+    elif dtype in TORCH_DTYPES:
+        kwargs["dtype"] = getattr(torch, TORCH_DTYPES[dtype])
+    model = AutoModelForSequenceClassification.from_pretrained(artifact_dir, **kwargs)
+    if "device_map" not in kwargs:
+        model.to(device)
+    else:
+        _bnb_cpu_fallback(model)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
+    return TorchClassifier(artifact_dir, tokenizer, model, dtype, device)
+
+
+def _load_onnx(artifact_dir: Path, dtype: str, device: str) -> OnnxClassifier:
+    import onnxruntime as ort
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads()
+    provider = "CUDAExecutionProvider" if device != "cpu" else "CPUExecutionProvider"
+    if provider not in ort.get_available_providers():
+        raise ZooError(f"{artifact_dir}: onnxruntime here has no {provider}: install onnxruntime-gpu or use the CPU")
+    model = ORTModelForSequenceClassification.from_pretrained(artifact_dir, provider=provider,
+                                                              session_options=options)
+    tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
+    return OnnxClassifier(artifact_dir, tokenizer, model, dtype, device)
+
+
+def _bnb_cpu_fallback(model: Any) -> None:
+    """Keep bitsandbytes off its AVX512-BF16 CPU repacking for layers narrower than one quantization block.
+
+    bitsandbytes 0.50 repacks 4-bit weights for AVX512-BF16 CPUs on the first inference call and fails with
+    "shape '[N, 0]' is invalid" when a layer's input width is below the block size (tiny test models); those
+    layers take the generic kernel instead, which computes the same NF4 product.
+    """
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if state is not None and hasattr(module, "support_avx512bf16_for_cpu"):
+            if state.shape[1] < state.blocksize or state.shape[1] % state.blocksize:
+                module.support_avx512bf16_for_cpu = False
+
+
+def _set_threads() -> None:
+    import torch
+
+    n = threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def _config_dtype(artifact_dir: Path) -> str:
+    config = json.loads((artifact_dir / "config.json").read_text())
+    if config.get("quantization_config", {}).get("load_in_4bit"):
+        return "nf4"
+    raw = str(config.get("torch_dtype") or config.get("dtype") or "float32")
+    return {"float16": "fp16", "bfloat16": "bf16"}.get(raw, "fp32")
+
+
+def _labels(config: Any) -> list[str] | None:
+    id2label = getattr(config, "id2label", None) or {}
+    return [id2label[i] for i in sorted(id2label)] if id2label else None

@@ -1,0 +1,97 @@
+"""``zoo pull``: download a published variant, picked by id or as the best passing one for a target."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from zoo import ids
+from zoo.errors import UsageError, ZooError, did_you_mean
+from zoo.hub.base import Hub
+from zoo.registry import Loaded
+from zoo.registry.schema import LOWER_IS_BETTER, Task
+from zoo.status import gate_passed
+
+# The class that loads a pulled folder, per task: (transformers Auto class, optimum ORT class).
+LOADERS = {
+    Task.text_classification: ("AutoModelForSequenceClassification", "ORTModelForSequenceClassification"),
+    Task.text_generation: ("AutoModelForCausalLM", "ORTModelForCausalLM"),
+    Task.image_classification: ("AutoModelForImageClassification", "ORTModelForImageClassification"),
+}
+
+
+def best_for_target(loaded: Loaded, hub: Hub, model: str, target: str, revision: str | None = None) -> str:
+    """The published variant of ``model`` for ``target`` with the best primary metric among those that passed
+    their gate; ties go to the lower batch-1 p50 latency.
+
+    Raises:
+        UsageError: unknown target.
+        ZooError: no published variant for that target passed its gate.
+    """
+    reg = loaded.registry
+    if target not in reg.targets:
+        raise UsageError(f"unknown target '{target}'{did_you_mean(target, reg.targets)}")
+    m = loaded.model(model)
+    metric = (m.evaluation.gate.metric if m.evaluation.gate and m.evaluation.gate.metric else None) \
+        or m.evaluation.metrics[0]
+    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+    candidates = []
+    for vid, v in m.variants.items():
+        if v.target != target:
+            continue
+        raw = hub.read_file(ids.repo_id(reg.org, model, vid), "model", "results.json", revision)
+        if raw is None:
+            continue
+        results = json.loads(raw)
+        value = (results.get("metrics") or {}).get(str(metric))
+        if not gate_passed(results) or value is None:
+            continue
+        p50 = (((results.get("perf") or {}).get("latency_ms") or {}).get("batch_1") or {}).get("p50")
+        candidates.append((sign * value, p50 if p50 is not None else float("inf"), vid))
+    if not candidates:
+        named = [vid for vid, v in m.variants.items() if v.target == target]
+        raise ZooError(f"{model}: no published variant for target '{target}' passed its gate "
+                       f"(variants for it: {', '.join(named) or 'none'}): run `zoo push {model}` first")
+    return min(candidates)[2]
+
+
+def load_lines(task: Task, folder: Path, fmt: str | None) -> list[str]:
+    """The two lines of Python that load a pulled folder of this format."""
+    auto, ort = LOADERS[task]
+    where = json.dumps(str(folder))
+    if fmt == "onnx":
+        return [f"from optimum.onnxruntime import {ort}", f"model = {ort}.from_pretrained({where})"]
+    return [f"from transformers import {auto}", f"model = {auto}.from_pretrained({where})"]
+
+
+def pull(loaded: Loaded, hub: Hub, model: str, variant: str | None = None, target: str | None = None,
+         revision: str | None = None, dest: Path | None = None, console: Console | None = None) -> Path:
+    """Download a published variant into ``dest`` (default ``./<model>-<variant>``) and print how to load it.
+
+    Returns:
+        The folder it was written to.
+
+    Raises:
+        UsageError: unknown model, variant or target.
+        ZooError: the repo or revision does not exist on the hub.
+    """
+    console = console or Console()
+    models = loaded.registry.models
+    if model not in models:
+        raise UsageError(f"unknown model '{model}'{did_you_mean(model, models)}")
+    if target is not None:
+        variant = best_for_target(loaded, hub, model, target, revision)
+    elif variant not in models[model].variants:
+        raise UsageError(f"unknown variant '{model}:{variant}'{did_you_mean(str(variant), models[model].variants)}")
+    repo_id = ids.repo_id(loaded.registry.org, model, variant)
+    commit = hub.resolve(repo_id, "model", revision)
+    folder = hub.snapshot(repo_id, "model", commit, Path(dest) if dest else Path.cwd() / f"{model}-{variant}")
+    provenance = folder / "provenance.json"
+    fmt = json.loads(provenance.read_text()).get("format") if provenance.is_file() else None
+    console.print(f"pulled {repo_id}@{commit[:12]} ({model}:{variant}) into {folder}", markup=False,
+                  highlight=False)
+    for line in load_lines(models[model].task, folder, fmt):
+        console.print(line, markup=False, highlight=False)
+    return folder

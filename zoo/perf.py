@@ -1,0 +1,161 @@
+"""Performance of one artifact, measured in a fresh process so no other variant's memory or caches count.
+
+``measure()`` runs ``python -m zoo.perf ARTIFACT_DIR --batch N --seq-len L --repeats R`` and reads the JSON it
+prints: size on disk, parameters, latency p50/p95 at batch 1 and batch N on inputs padded to the declared sequence
+length, throughput, and peak resident memory. Each batch size gets warm-up runs first; a slow runtime (fp16 on a
+CPU) stops after ``--budget-s`` seconds per batch size with at least 3 timed runs, and says how many it did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ZooError
+
+EXCLUDED = {"provenance.json", "results.json"}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".pt", ".gguf")
+MIN_REPEATS = 3
+SAMPLE_TEXT = "the film was a quiet and moving story, warm and funny, with a cast that carries every scene " * 16
+
+
+def measure(artifact_dir: Path, batch: int, seq_len: int, repeats: int, device: str = "cpu",
+            budget_s: float = 60.0, timeout_s: float = 1800.0) -> dict[str, Any]:
+    """Measure ``artifact_dir`` in a child process and return its figures.
+
+    Raises:
+        ZooError: the child failed or timed out; the message carries the last line of its stderr.
+    """
+    cmd = [sys.executable, "-m", "zoo.perf", str(artifact_dir), "--batch", str(batch), "--seq-len", str(seq_len),
+           "--repeats", str(repeats), "--device", device, "--budget-s", str(budget_s)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise ZooError(f"{artifact_dir}: performance run took over {timeout_s:.0f}s: lower evaluation.repeats "
+                       f"or evaluation.batch_size") from None
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ZooError(f"{artifact_dir}: performance run failed (exit {proc.returncode}): {tail}")
+    return json.loads(lines[-1])
+
+
+def disk_size(artifact_dir: Path) -> tuple[int, int]:
+    """(bytes of every artifact file except provenance/results, bytes of the weights the runtime loads).
+
+    The weights are the root's weight files (a w16a16's ``onnx/`` copy and a qlora's ``adapter/`` are extras the
+    main runtime does not load), so they compare like for like across variants.
+    """
+    total = weights = 0
+    for p in artifact_dir.rglob("*"):
+        if not p.is_file() or p.name in EXCLUDED:
+            continue
+        size = p.stat().st_size
+        total += size
+        if p.parent == artifact_dir and p.name.endswith(WEIGHT_SUFFIXES):
+            weights += size
+    return total, weights
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    a = np.asarray(samples_ms)
+    return {"p50": round(float(np.percentile(a, 50)), 3), "p95": round(float(np.percentile(a, 95)), 3),
+            "mean": round(float(a.mean()), 3), "runs": len(samples_ms)}
+
+
+def _time(fn, repeats: int, budget_s: float, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out: list[float] = []
+    start = time.perf_counter()
+    while len(out) < repeats:
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000)
+        if len(out) >= MIN_REPEATS and time.perf_counter() - start > budget_s:
+            break
+    return out
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def run(artifact_dir: Path, batch: int, seq_len: int, repeats: int, device: str, budget_s: float) -> dict[str, Any]:
+    """The measurement itself, in this process (``measure`` calls it through a child process)."""
+    import torch  # noqa: F401  (imported before the baseline so its memory is not counted as the model's)
+
+    from zoo import formats
+
+    baseline = _rss_mb()
+    t0 = time.perf_counter()
+    clf = formats.load_classifier(artifact_dir, device=device)
+    load_s = time.perf_counter() - t0
+    warmup = max(2, repeats // 10)
+    latency = {}
+    for key, n in (("batch_1", 1), ("batch_N", batch)):
+        if n == 1 and key == "batch_N":
+            latency[key] = dict(latency["batch_1"])
+            continue
+        inputs = clf.encode([SAMPLE_TEXT] * n, seq_len, pad_to_max=True)
+        samples = _time(lambda inputs=inputs: clf.forward(inputs), repeats, budget_s, warmup)
+        latency[key] = {**percentiles(samples), "batch": n}
+    total, weights = disk_size(artifact_dir)
+    out = {
+        "size_bytes": total,
+        "weights_bytes": weights,
+        "params": clf.params_count(),
+        "latency_ms": latency,
+        "seq_len": seq_len,
+        "throughput_per_s": round(batch * 1000 / latency["batch_N"]["p50"], 2),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "baseline_rss_mb": round(baseline, 1),
+        "load_seconds": round(load_s, 3),
+        "runtime": clf.runtime,
+        "dtype": clf.dtype,
+        "device": device,
+        "threads": formats.threads(),
+    }
+    if device != "cpu":
+        import torch
+
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m zoo.perf", description="Measure one artifact; print JSON.")
+    ap.add_argument("artifact_dir", type=Path)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--budget-s", type=float, default=60.0, help="Stop timing a batch size after this long.")
+    a = ap.parse_args(argv)
+    try:
+        result = run(a.artifact_dir, a.batch, a.seq_len, a.repeats, a.device, a.budget_s)
+    except ZooError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
