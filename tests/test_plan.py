@@ -81,7 +81,7 @@ def test_plan_since_reports_what_a_registry_pr_rebuilds(tiny_zoo, monkeypatch):
     tiny_zoo.write_text(text)
     (root / "recipes" / "int8dyn.yaml").write_text("technique: onnx-int8\nmode: dynamic\n")
     q = root / "recipes" / "qlora.yaml"
-    q.write_text(q.read_text().replace("r: 4", "r: 8"))
+    q.write_text(q.read_text().replace("r: 8", "r: 12"))
     monkeypatch.chdir(root)
     result = runner.invoke(app, ["plan", "--since", "main", "--json"])
     assert result.exit_code == 0, result.output
@@ -109,3 +109,13 @@ def test_plan_shows_trust_remote_code(tiny_zoo, monkeypatch):
     monkeypatch.chdir(tiny_zoo.parent)
     result = runner.invoke(app, ["plan"])
     assert "[trust_remote_code: on]" in result.stdout
+
+
+def test_code_hash_follows_the_helpers_a_technique_imports():
+    from zoo.plan import _helper_imports, technique_code_hash
+    from zoo.techniques import TECHNIQUES
+
+    assert _helper_imports("from zoo.techniques import _onnx, _train\nfrom zoo.techniques._x import y\n") == {
+        "_onnx", "_train", "_x"}
+    by_module = {type(TECHNIQUES.get(n)).__module__: technique_code_hash(TECHNIQUES.get(n)) for n in TECHNIQUES.names()}
+    assert len(set(by_module.values())) == len(by_module)

@@ -12,7 +12,7 @@ FILLER = ["the", "film", "movie", "story", "plot", "acting", "was", "is", "very"
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def make_tiny_bert(path: Path, layers: int = 4, hidden: int = 32) -> Path:
+def make_tiny_bert(path: Path, layers: int = 4, hidden: int = 64) -> Path:
     """A randomly initialised BERT encoder (like the MiniLM base: no task head) with a word-level tokenizer."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -79,7 +79,7 @@ RECIPES = {
     "finetune": "technique: finetune\nepochs: 6\nlr: 1.0e-3\nbatch_size: 16\nmax_length: 16\n",
     "fp16": "technique: half\ndtype: fp16\n",
     "int8": "technique: onnx-int8\nmode: static\ncalibration: {method: minmax, samples: 16}\nmax_length: 16\n",
-    "qlora": "technique: qlora-nf4\nr: 4\nalpha: 8\nepochs: 3\nlr: 5.0e-3\nbatch_size: 16\nmax_length: 16\n",
+    "qlora": "technique: qlora-nf4\nr: 8\nalpha: 16\nepochs: 6\nlr: 5.0e-3\nbatch_size: 16\nmax_length: 16\n",
     "distill": "technique: distill-kd\nstudent_layers: 2\nepochs: 4\nlr: 1.0e-3\nbatch_size: 16\nmax_length: 16\n",
 }
 

@@ -35,6 +35,23 @@ def base_dir(loaded: Loaded, model_id: str) -> Path:
     return resolve(m.base.source, m.base.sha256, loaded.root, f"models.{model_id}.base.source", m.base.revision)
 
 
+def check_sources(loaded: Loaded) -> None:
+    """Fetch every model's base and dataset, check their sha256, and read the dataset's declared columns.
+
+    Raises:
+        ZooError: every problem found, one line each.
+    """
+    problems = []
+    for mid, model in loaded.registry.models.items():
+        for check, args in ((base_dir, (loaded, mid)), (load_splits, (model, loaded.root, f"models.{mid}.dataset"))):
+            try:
+                check(*args)
+            except ZooError as e:
+                problems += [loaded.locate(line) for line in str(e).splitlines()]
+    if problems:
+        raise ZooError("\n".join(problems))
+
+
 def build(loaded: Loaded, store: Store, nodes: list[Node], force: bool = False, log=print) -> list[Outcome]:
     """Build each node whose artifact is missing (or all of them with ``force``), parents first.
 

@@ -164,7 +164,7 @@ def _write_variant(loaded: Loaded, store: Store, node: Node, family: list[Node])
         (out / "README.md").write_text(str(card))
     written.append(final / "README.md")
     if has_adapter:
-        afacts = {**facts, **_adapter_facts(loaded, node, prov, facts)}
+        afacts = {**facts, **_adapter_facts(loaded, node, store.artifact(node.hash), facts)}
         acard = ModelCard.from_template(_adapter_card_data(loaded, node, prov, results, afacts),
                                         template_path=str(tdir / "adapter.md.j2"), **afacts)
         afinal = store.repo(node.model_id, node.variant_id + "-adapter")
@@ -283,14 +283,14 @@ def _facts(loaded: Loaded, store: Store, node: Node, prov: dict, results: dict |
     return facts
 
 
-def _adapter_facts(loaded: Loaded, node: Node, prov: dict, facts: dict[str, Any]) -> dict[str, Any]:
+def _adapter_facts(loaded: Loaded, node: Node, art: Path, facts: dict[str, Any]) -> dict[str, Any]:
     org = loaded.registry.org
     up = upstream(loaded, node.model_id)
     merged = ids.repo_id(org, node.model_id, node.variant_id)
     out = {"repo_id": ids.adapter_repo_id(org, node.model_id, node.variant_id), "merged_repo_id": merged,
            "base_model": up.repo_id, "base_text": up.text, "library_name": "peft", "relation": "adapter",
            "tags": sorted(set(facts["tags"]) | {"peft", "lora", "adapter"})}
-    out["usage"] = render_usage(loaded, node, None, {**facts, **out}, name="adapter")
+    out["usage"] = render_usage(loaded, node, art, {**facts, **out}, name="adapter")
     return out
 
 
@@ -310,12 +310,12 @@ def render_usage(loaded: Loaded, node: Node, art: Path | None, facts: dict[str, 
     quant = facts.get("quantization") or {}
     out = []
     for n in names:
-        tpl = env.get_template(f"{n}.py.j2")
-        code = tpl.render(repo_id=facts["repo_id"], example=facts["example"], base_ref=upstream_ref,
-                          merged_repo_id=facts.get("merged_repo_id", facts["repo_id"]),
-                          num_labels=len(facts["label_names"]) or 2, label_names=facts["label_names"],
-                          quant=quant, max_length=facts["max_length"] or 512)
-        title = (tpl.module.title if hasattr(tpl.module, "title") else n)  # set in the snippet template
+        module = env.get_template(f"{n}.py.j2").make_module(dict(
+            repo_id=facts["repo_id"], example=facts["example"], base_ref=upstream_ref,
+            merged_repo_id=facts.get("merged_repo_id", facts["repo_id"]), label_names=facts["label_names"],
+            quant=quant, max_length=facts["max_length"] or 512,
+            narrow_layers=narrow_layers(art) if art is not None else False))
+        code, title = str(module), getattr(module, "title", n)  # each snippet template sets its title
         out.append({"name": n, "title": str(title), "code": code.strip() + "\n"})
     return out
 
@@ -328,6 +328,21 @@ def _usage_name(node: Node, fmt: str) -> str:
     if node.kind == "qlora-4bit" or fmt == "bnb-4bit":
         return "bnb-4bit"
     return "transformers"
+
+
+def narrow_layers(art: Path, block: int = 64) -> bool:
+    """Whether a 4-bit model has linear inputs narrower than (or not a multiple of) one NF4 block.
+
+    bitsandbytes 0.50's AVX512-BF16 CPU path fails on such layers, so snippets for them keep it on the generic kernel.
+    """
+    cfg = art / "config.json"
+    if not cfg.is_file():
+        return False
+    config = json.loads(cfg.read_text())
+    if not config.get("quantization_config"):
+        return False
+    dims = [config.get(k) for k in ("hidden_size", "intermediate_size") if isinstance(config.get(k), int)]
+    return any(d < block or d % block for d in dims)
 
 
 def _quantization_config(art: Path) -> dict[str, Any]:
@@ -464,8 +479,7 @@ def write_family_card(loaded: Loaded, store: Store, model_id: str) -> Path:
     model = loaded.model(model_id)
     table = family_table(loaded, store, model_id)
     org = loaded.registry.org
-    data = ModelCardData(license=model.license.value, pipeline_tag=model.task.value, tags=["modelzoo", "family"],
-                         model_name=f"{org}/{model_id}")
+    data = ModelCardData(license=model.license.value, pipeline_tag=model.task.value, tags=["modelzoo", "family"])
     pareto = store.reports(model_id) / "pareto.png"
     facts = {"stamp": STAMP, "model_id": model_id, "org": org, "table": table, "has_pareto": pareto.is_file(),
              "family_md": family_markdown(loaded, table),

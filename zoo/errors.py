@@ -29,7 +29,12 @@ class Problem:
         where = f"{self.file}:{self.line}" if self.line else self.file
         prefix = "warning: " if self.warning else ""
         field = f" {self.field}:" if self.field else ""
-        return f"{where}:{field} {prefix}{self.message}"
+        return one_line(f"{where}:{field} {prefix}{self.message}")
+
+
+def one_line(text: str) -> str:
+    """Escape control characters (a YAML key can hold a newline) so that a message stays on one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class ZooError(Exception):

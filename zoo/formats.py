@@ -216,9 +216,9 @@ def _bnb_cpu_fallback(model: Any) -> None:
     """
     for module in model.modules():
         state = getattr(getattr(module, "weight", None), "quant_state", None)
-        if state is not None and hasattr(module, "support_avx512bf16_for_cpu"):
-            if state.shape[1] < state.blocksize or state.shape[1] % state.blocksize:
-                module.support_avx512bf16_for_cpu = False
+        if state is not None and hasattr(module, "support_avx512bf16_for_cpu") and (
+                state.shape[1] < state.blocksize or state.shape[1] % state.blocksize):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _set_threads() -> None:

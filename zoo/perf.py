@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -99,6 +100,8 @@ def _peak_rss_mb() -> float:
 
 def run(artifact_dir: Path, batch: int, seq_len: int, repeats: int, device: str, budget_s: float) -> dict[str, Any]:
     """The measurement itself, in this process (``measure`` calls it through a child process)."""
+    if not (artifact_dir / "config.json").is_file():
+        raise ZooError(f"{artifact_dir}: no config.json: not a built artifact")
     import torch  # noqa: F401  (imported before the baseline so its memory is not counted as the model's)
 
     from zoo import formats
@@ -131,6 +134,9 @@ def run(artifact_dir: Path, batch: int, seq_len: int, repeats: int, device: str,
         "dtype": clf.dtype,
         "device": device,
         "threads": formats.threads(),
+        # other processes competing for the cores slow every figure above; a load near the core count or above it
+        # means the machine was shared while measuring
+        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
     if device != "cpu":
         import torch

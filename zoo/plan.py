@@ -84,15 +84,31 @@ def make(loaded: Loaded) -> list[Node]:
 
 
 def technique_code_hash(technique) -> str:
-    """Hash of the source of the technique's module and the shared training helpers: changed code rebuilds."""
+    """Hash of the technique's module and of the shared ``techniques/_*.py`` helpers it imports (transitively):
+    changed code rebuilds the variants it makes, and only those."""
     import inspect
 
-    files = {Path(inspect.getfile(type(technique)))}
-    files |= {p for p in Path(__file__).parent.joinpath("techniques").glob("_*.py") if p.name != "__init__.py"}
+    module = Path(inspect.getfile(type(technique)))
+    files, todo = [], [module]
+    while todo:
+        f = todo.pop()
+        if f in files or not f.is_file():
+            continue
+        files.append(f)
+        todo += [module.parent / f"{name}.py" for name in _helper_imports(f.read_text())]
     h = hashlib.sha256()
     for f in sorted(files):
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def _helper_imports(source: str) -> set[str]:
+    import re
+
+    names = set(re.findall(r"from zoo\.techniques\.(_\w+) import", source))
+    for group in re.findall(r"from zoo\.techniques import ([\w, ]+)", source):
+        names |= {n.strip() for n in group.split(",") if n.strip().startswith("_")}
+    return names
 
 
 def _order(variants: dict) -> list[str]:

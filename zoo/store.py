@@ -111,6 +111,7 @@ def atomic_write(path: Path, data: str | bytes) -> None:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -133,7 +134,12 @@ def clean_temp(root: Path) -> None:
 
 
 def _fsync_tree(path: Path) -> None:
+    """Flush every file to disk and give the tree ordinary permissions (temp folders start private)."""
+    path.chmod(0o755)
     for f in path.rglob("*"):
-        if f.is_file():
+        if f.is_dir():
+            f.chmod(0o755)
+        elif f.is_file():
+            f.chmod(0o644)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())

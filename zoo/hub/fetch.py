@@ -90,8 +90,8 @@ def pull(loaded: Loaded, hub: Hub, model: str, variant: str | None = None, targe
     folder = hub.snapshot(repo_id, "model", commit, Path(dest) if dest else Path.cwd() / f"{model}-{variant}")
     provenance = folder / "provenance.json"
     fmt = json.loads(provenance.read_text()).get("format") if provenance.is_file() else None
-    console.print(f"pulled {repo_id}@{commit[:12]} ({model}:{variant}) into {folder}", markup=False,
-                  highlight=False)
-    for line in load_lines(models[model].task, folder, fmt):
-        console.print(line, markup=False, highlight=False)
+    lines = [f"pulled {repo_id}@{commit[:12]} ({model}:{variant}) into {folder}",
+             *load_lines(models[model].task, folder, fmt)]
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     return folder

@@ -20,6 +20,14 @@ from zoo.hub.base import MOVED, Operation, RepoType
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)  # seconds slept before each retry: five tries in all
 
 
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    """What a Hub call raises for a user or network problem (HTTP errors, offline mode, invalid ids); other
+    exceptions are bugs and keep their traceback."""
+    import requests
+
+    return requests.exceptions.RequestException, OSError, ValueError
+
+
 def _status(e: BaseException) -> int | None:
     response = getattr(e, "response", None)
     return getattr(response, "status_code", None)
@@ -100,7 +108,7 @@ class HfHub:
         for i in range(tries):
             try:
                 return fn(*args, **kwargs)
-            except Exception as e:
+            except _hub_errors() as e:
                 if not retryable(e) or i == tries - 1:
                     raise self._error(e, what, repo_id, i + 1) from None
                 self.sleep(self.delays[i])
@@ -152,7 +160,7 @@ class HfHub:
                 info = self.api.create_commit(repo_id, operations=operations, commit_message=message,
                                               repo_type=repo_type, parent_commit=parent_commit)
                 return info.oid
-            except Exception as e:
+            except _hub_errors() as e:
                 if not retryable(e) or i == tries - 1:
                     raise self._error(e, "commit to", repo_id, i + 1) from None
                 self.sleep(self.delays[i])
@@ -169,7 +177,7 @@ class HfHub:
             if head == parent_commit:
                 return None
             remote = self.files(repo_id, repo_type, head)
-        except Exception:  # only a probe: the next create_commit try reports the real failure
+        except (ZooError, *_hub_errors()):  # only a probe: the next create_commit try reports the real failure
             return None
         return head if ops.holds(remote, operations) else None
 
@@ -182,7 +190,7 @@ class HfHub:
         return True
 
     def snapshot(self, repo_id: str, repo_type: RepoType, revision: str | None, dest: Path) -> Path:
-        path = self._call("download", repo_id, self.api.snapshot_download, repo_id=repo_id, repo_type=repo_type,
+        path = self._call("download", repo_id, self.api.snapshot_download, repo_id, repo_type=repo_type,
                           revision=revision, local_dir=str(dest))
         return Path(path)
 

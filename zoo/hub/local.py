@@ -125,7 +125,7 @@ class LocalHub:
             commit_id = hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()
             write_json(repo / "commits" / f"{commit_id}.json", {"id": commit_id, **record})
             self._materialise(repo, commit_id, record["files"])
-            atomic_write(repo / "refs" / "heads" / "main", commit_id + "\n")
+            atomic_write(repo / "refs" / "heads" / "main", commit_id)
             return commit_id
 
     def _store_object(self, repo: Path, op: CommitOperationAdd) -> str:
@@ -173,7 +173,7 @@ class LocalHub:
         with self._lock(repo):
             if ref.is_file():
                 return False
-            atomic_write(ref, commit_id + "\n")
+            atomic_write(ref, commit_id)
         return True
 
     def snapshot(self, repo_id: str, repo_type: RepoType, revision: str | None, dest: Path) -> Path:

@@ -108,10 +108,18 @@ def holds(remote: Mapping[str, str], operations: list) -> bool:
         if isinstance(op, CommitOperationDelete):
             if op.path_in_repo in remote:
                 return False
-        elif op.path_in_repo not in remote or not file_digest(Path(op.path_or_fileobj)).matches(
-                remote[op.path_in_repo]):
+        elif op.path_in_repo not in remote or not _op_digest(op).matches(remote[op.path_in_repo]):
             return False
     return True
+
+
+def _op_digest(op: CommitOperationAdd) -> Digest:
+    src = op.path_or_fileobj
+    if isinstance(src, str | Path):
+        return file_digest(Path(src))
+    data = src if isinstance(src, bytes) else (src.seek(0), src.read())[1]
+    return Digest(hashlib.sha256(data).hexdigest(), hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(),
+                  len(data))
 
 
 def human_bytes(n: int) -> str:

@@ -140,7 +140,7 @@ def push(loaded: Loaded, store: Store, nodes: list[Node], hub: Hub, dry_run: boo
     console = console or Console()
 
     def say(text: str) -> None:
-        console.print(text, markup=False, highlight=False)
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     version = loaded.registry.version
     items = staged_repos(loaded, store, nodes, allow_gate_failure, say)
@@ -165,7 +165,7 @@ def push(loaded: Loaded, store: Store, nodes: list[Node], hub: Hub, dry_run: boo
 def summary(rows: list[Row], hub_name: str) -> Table:
     table = Table(title=f"pushed to the {hub_name} hub")
     for col in ("repo", "type", "files changed", "bytes", "commit", "tag"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("repo", "commit"))
     for r in rows:
         changed = f"+{r.added} -{r.deleted}" if r.added or r.deleted else "0"
         table.add_row(r.repo_id, r.repo_type, changed, ops.human_bytes(r.bytes),

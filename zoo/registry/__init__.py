@@ -31,6 +31,15 @@ class Loaded:
     def root(self) -> Path:
         return self.path.parent
 
+    def locate(self, message: str) -> str:
+        """Prefix a message that starts with a registry field path (``models.x.dataset.text: ...``) with its
+        ``registry.yaml:LINE``, so errors found after validation point into the file too."""
+        head, sep, _ = message.partition(": ")
+        if not sep or not head.startswith(("models.", "targets.")) or " " in head:
+            return message
+        loc = tuple(int(p) if p.isdigit() else p for p in head.split("."))
+        return f"{self.doc.path}:{self.doc.line_of(loc)}: {message}"
+
     def model(self, mid: str) -> Model:
         return self.registry.models[mid]
 

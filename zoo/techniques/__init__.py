@@ -1,6 +1,6 @@
 """Every technique, registered explicitly: a new technique is one module here plus one line below."""
 
-from zoo.techniques import distill, finetune, half, int8, qlora
+from zoo.techniques import distill, finetune, half, int8, lm, prune, qlora, vision
 from zoo.techniques.base import BuildContext, Params, Technique
 from zoo.techniques.registry import TechniqueRegistry
 
@@ -10,5 +10,15 @@ TECHNIQUES.register(half.Half())
 TECHNIQUES.register(int8.Int8())
 TECHNIQUES.register(qlora.Qlora())
 TECHNIQUES.register(distill.Distill())
+TECHNIQUES.register(lm.LmFinetune())
+TECHNIQUES.register(lm.LmHalf())
+TECHNIQUES.register(lm.LmInt8())
+TECHNIQUES.register(lm.LmQlora())
+TECHNIQUES.register(lm.LmDistill())
+TECHNIQUES.register(vision.VisionFinetune())
+TECHNIQUES.register(vision.VisionHalf())
+TECHNIQUES.register(vision.VisionPtq())
+TECHNIQUES.register(vision.VisionQat())
+TECHNIQUES.register(prune.Prune())
 
 __all__ = ["TECHNIQUES", "BuildContext", "Params", "Technique", "TechniqueRegistry"]

@@ -189,6 +189,14 @@ def params_count(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def parent_provenance(parent_dir: Path) -> dict[str, Any]:
+    """The provenance of a built parent artifact, or {} for a base model folder (which has none)."""
+    import json
+
+    path = Path(parent_dir) / "provenance.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def save_with_tokenizer(model: Any, tokenizer: Any, out_dir: Path) -> None:
     """Write ``model`` as safetensors (plus config) and its tokenizer files into ``out_dir``."""
     model.save_pretrained(out_dir, safe_serialization=True)

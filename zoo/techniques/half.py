@@ -68,6 +68,7 @@ def _write_onnx(ctx: BuildContext, tokenizer: Any, texts: list[str], max_length:
         fp32_path.unlink()
         shutil.copytree(tmp, dest)
     onnx.save(graph, str(dest / "model.onnx"))
+    _mark_fp16(dest / "config.json")
     reference = _onnx.torch_logits(ctx.parent_dir, tokenizer, texts, max_length)
     got = _onnx.logits(_onnx.session(dest / "model.onnx"), tokenizer, texts, max_length)
     if not np.isfinite(got).all():
@@ -77,14 +78,24 @@ def _write_onnx(ctx: BuildContext, tokenizer: Any, texts: list[str], max_length:
             "check": {"rows": len(texts), **_onnx.agreement(reference, got)}}
 
 
+def _mark_fp16(config_path: Path) -> None:
+    """Say in the ONNX folder's config that its weights are fp16 (the exporter copied the fp32 parent's dtype)."""
+    import json
+
+    config = json.loads(config_path.read_text())
+    for key in ("dtype", "torch_dtype"):
+        if key in config:
+            config[key] = "float16"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def _max_length(model_dir: Path) -> int:
     """The sequence length the parent was built for (its provenance), else its position-embedding size."""
     import json
 
-    prov = model_dir / "provenance.json"
-    if prov.is_file():
-        value = json.loads(prov.read_text()).get("max_length")
-        if isinstance(value, int):
-            return value
-    config = json.loads((model_dir / "config.json").read_text())
-    return int(config.get("max_position_embeddings", 512))
+    from zoo.techniques._train import parent_provenance
+
+    value = parent_provenance(model_dir).get("max_length")
+    if isinstance(value, int):
+        return value
+    return int(json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings", 512))

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
+from zoo.errors import ZooError
 from zoo.registry.schema import Kind, Task
 from zoo.techniques.base import BuildContext, Params, Technique
+
+CHECK_ROWS = 64  # test rows on which the quantized graph is compared with the fp32 graph
 
 
 class Calibration(Params):
@@ -24,6 +31,30 @@ class Int8Params(Params):
     isa: Literal["auto", "avx2", "avx512", "avx512-vnni", "arm64"] = "auto"  # auto: the target's isa
     calibration: Calibration = Calibration()
     max_length: int = Field(128, ge=8, le=8192)
+    op_types: list[str] | None = None  # quantize only these ONNX op types (e.g. [MatMul, Gather]); None: all supported
+    exclude_nodes: list[str] = []  # ONNX node names or globs kept in fp32 (e.g. "*/output/dense/MatMul")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How the integer kernels of one ISA want their inputs; recorded in provenance."""
+
+    isa: str
+    reduce_range: bool  # 7-bit weights: avoids the u8s8 overflow of VPMADDUBSW on x86 without VNNI
+    weight_symmetric: bool
+    activation_symmetric: bool
+    note: str
+
+
+PRESETS = {
+    "avx512-vnni": Preset("avx512-vnni", False, True, False, "VNNI dot products: full-range u8 activations"),
+    "amx": Preset("amx", False, True, False, "AMX tiles: full-range u8 activations, s8 weights"),
+    "avx512": Preset("avx512", False, True, False, "AVX-512 u8s8: full range, per-channel weights"),
+    "avx2": Preset("avx2", True, True, False, "AVX2 without VNNI: 7-bit weights avoid int16 saturation"),
+    "arm64": Preset("arm64", False, True, False, "ARM64 dot products: u8 activations, symmetric s8 weights"),
+    "neon": Preset("neon", False, True, False, "ARM NEON: u8 activations, symmetric s8 weights"),
+}
+DEFAULT_ISA = "avx512"  # a target without an isa (e.g. a GPU) gets the common x86 server preset
 
 
 class Int8(Technique):
@@ -34,4 +65,189 @@ class Int8(Technique):
     formats = ("onnx",)
 
     def build(self, ctx: BuildContext) -> dict[str, Any]:
-        raise NotImplementedError
+        from transformers import AutoTokenizer
+
+        from zoo.techniques import _onnx, _train
+
+        p: Int8Params = ctx.params  # type: ignore[assignment]
+        _train.set_threads()
+        preset = preset_for(p.isa, ctx.target.isa)
+        splits = ctx.splits()
+        tokenizer = AutoTokenizer.from_pretrained(ctx.parent_dir)
+        key = f"{ctx.model_id}:{ctx.variant_id}"
+        with tempfile.TemporaryDirectory(prefix="zoo-int8-") as tmp:
+            ctx.log(f"{key}: exporting ONNX from the fp32 parent")
+            fp32_path = _onnx.export(ctx.parent_dir, Path(tmp) / "export")
+            out_path = ctx.out_dir / "model.onnx"
+            excluded = expand_nodes(fp32_path, p.exclude_nodes, f"recipes/{ctx.recipe_name}.yaml: exclude_nodes")
+            calibration: dict[str, Any] | None = None
+            if p.mode == "static":
+                rows = splits.calibration.head(p.calibration.samples)
+                if len(rows) < p.calibration.samples:
+                    ctx.log(f"{key}: only {len(rows)} calibration rows (dataset.split.calibration); using them all")
+                ctx.log(f"{key}: static QDQ quantization, {p.calibration.method} calibration on {len(rows)} rows, "
+                        f"{preset.isa} preset")
+                _quantize_static(fp32_path, out_path, p, preset, tokenizer, rows.inputs, excluded, ctx.progress, key)
+                calibration = {**splits.describe("calibration"), "method": p.calibration.method,
+                               "samples": len(rows)}
+                if p.calibration.method == "percentile":
+                    calibration["percentile"] = p.calibration.percentile
+            else:
+                ctx.log(f"{key}: dynamic quantization, {preset.isa} preset")
+                _quantize_dynamic(fp32_path, out_path, p, preset, excluded)
+            texts = splits.test.inputs[:CHECK_ROWS]
+            reference = _onnx.logits(_onnx.session(fp32_path), tokenizer, texts, p.max_length)
+            for f in fp32_path.parent.iterdir():
+                if f.name != "model.onnx" and f.is_file():
+                    shutil.copy2(f, ctx.out_dir / f.name)
+        got = _onnx.logits(_onnx.session(out_path), tokenizer, texts, p.max_length)
+        check = {"rows": len(texts), **_onnx.agreement(reference, got)}
+        ctx.log(f"{key}: int8 vs fp32 ONNX on {len(texts)} test rows: top-1 agreement {check['top1_agreement']:.1%}")
+        extra: dict[str, Any] = {
+            "format": "onnx",
+            "dtype": "int8",
+            "label_names": splits.label_names,
+            "max_length": p.max_length,
+            "params_count": _params_count(ctx.parent_dir, out_path),
+            "quantization": {"mode": p.mode, "format": "QDQ" if p.mode == "static" else "QOperator",
+                             "per_channel": p.per_channel, "weights": p.weights,
+                             "activations": p.activations if p.mode == "static" else "uint8 (dynamic)",
+                             "op_types": p.op_types, "exclude_nodes": p.exclude_nodes, "excluded": len(excluded),
+                             "preset": asdict(preset), "check": check},
+        }
+        if calibration is not None:
+            extra["calibration"] = calibration
+        return extra
+
+
+def preset_for(isa: str, target_isa: str | None) -> Preset:
+    """The quantization preset for ``isa``, or for the target's isa when ``isa`` is "auto"."""
+    chosen = target_isa if isa == "auto" else isa
+    return PRESETS[chosen or DEFAULT_ISA]
+
+
+def expand_nodes(model_path: Path, patterns: list[str], field: str) -> list[str]:
+    """The graph's node names matching any of ``patterns`` (exact names or fnmatch globs).
+
+    Raises:
+        ZooError: a pattern matches no node (a typo would otherwise silently quantize everything).
+    """
+    import fnmatch
+
+    import onnx
+
+    if not patterns:
+        return []
+    names = [n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node]
+    out: list[str] = []
+    for pattern in patterns:
+        hits = fnmatch.filter(names, pattern)
+        if not hits:
+            raise ZooError(f"{field}: '{pattern}' matches no node of the exported graph "
+                           f"(names look like '{names[len(names) // 2]}')")
+        out += [h for h in hits if h not in out]
+    return out
+
+
+def _qtype(name: str) -> Any:
+    from onnxruntime.quantization import QuantType
+
+    return {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "int16": QuantType.QInt16,
+            "uint16": QuantType.QUInt16}[name]
+
+
+def _common_options(preset: Preset) -> dict[str, Any]:
+    import onnx
+
+    # DefaultTensorType: the exported BERT graph has tensors whose type shape inference cannot tell
+    return {"DefaultTensorType": onnx.TensorProto.FLOAT, "WeightSymmetric": preset.weight_symmetric,
+            "ActivationSymmetric": preset.activation_symmetric}
+
+
+def _quantize_static(src: Path, dest: Path, p: Int8Params, preset: Preset, tokenizer: Any, texts: list[str],
+                     excluded: list[str], progress: Any, key: str) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[p.calibration.method]
+    options = _common_options(preset)
+    if p.calibration.method == "percentile":
+        options["CalibPercentile"] = p.calibration.percentile
+    if p.activations in ("int16", "uint16"):
+        options["UseQDQContribOps"] = True  # 16-bit Q/DQ are ONNX Runtime contrib ops before opset 21
+    # histogram methods stack every sample of a tensor into one array, so their rows need one common length
+    pad = p.calibration.method != "minmax"
+    reader = _Reader(src, tokenizer, texts, p.max_length, pad, progress, f"{key} calibrate")
+    try:
+        quantize_static(str(src), str(dest), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=p.op_types,
+                        per_channel=p.per_channel, reduce_range=preset.reduce_range,
+                        activation_type=_qtype(p.activations), weight_type=_qtype(p.weights),
+                        nodes_to_exclude=excluded or None, calibrate_method=method, extra_options=options)
+    except ZooError:
+        raise
+    except Exception as e:  # onnxruntime raises many types; keep the first line
+        raise ZooError(f"{key}: static quantization failed: {str(e).splitlines()[0] if str(e) else e!r}") from e
+
+
+def _quantize_dynamic(src: Path, dest: Path, p: Int8Params, preset: Preset, excluded: list[str]) -> None:
+    from onnxruntime.quantization import quantize_dynamic
+
+    try:
+        quantize_dynamic(str(src), str(dest), op_types_to_quantize=p.op_types, per_channel=p.per_channel,
+                         reduce_range=preset.reduce_range, weight_type=_qtype(p.weights),
+                         nodes_to_exclude=excluded or None, extra_options=_common_options(preset))
+    except Exception as e:  # onnxruntime raises many types; keep the first line
+        raise ZooError(f"dynamic quantization of '{src.name}' failed: {str(e).splitlines()[0] if str(e) else e!r}"
+                       ) from e
+
+
+class _Reader:
+    """Feeds calibration rows one at a time: unpadded, so padding never widens an activation's range, or (``pad``)
+    padded to the longest calibration row."""
+
+    def __init__(self, model_path: Path, tokenizer: Any, texts: list[str], max_length: int, pad: bool, progress: Any,
+                 desc: str):
+        import onnx
+
+        from zoo import progress as progress_mod
+
+        self.names = {i.name for i in onnx.load(str(model_path), load_external_data=False).graph.input}
+        self.tokenizer, self.texts, self.max_length = tokenizer, texts, max_length
+        self.pad_to = max(len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+                          ) if pad else None
+        self.progress = progress
+        self.task = progress_mod.add(progress, desc, len(texts)) if progress is not None else None
+        self.pos = 0
+
+    def get_next(self) -> dict[str, Any] | None:
+        import numpy as np
+
+        if self.pos >= len(self.texts):
+            return None
+        enc = self.tokenizer([self.texts[self.pos]], truncation=True, max_length=self.pad_to or self.max_length,
+                             padding="max_length" if self.pad_to else False, return_tensors="np")
+        self.pos += 1
+        if self.task is not None:
+            self.progress.update(self.task, advance=1)
+        return {k: v.astype(np.int64) for k, v in enc.items() if k in self.names}
+
+    def rewind(self) -> None:
+        self.pos = 0
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _params_count(parent_dir: Path, graph_path: Path) -> int:
+    """The parent's parameter count (quantizing changes bytes, not parameters); else the graph's weight elements."""
+    import math
+
+    import onnx
+
+    from zoo.techniques._train import parent_provenance
+
+    count = parent_provenance(parent_dir).get("params_count")
+    if isinstance(count, int):
+        return count
+    graph = onnx.load(str(graph_path), load_external_data=False).graph
+    return sum(math.prod(t.dims) for t in graph.initializer if len(t.dims) > 1)

@@ -1,0 +1,416 @@
+"""The causal-LM family on a tiny Llama: text splits, each technique's build, loading, metrics and GGUF conversion."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+WORDS = ["the", "king", "queen", "is", "dead", "sad", "and", "ghost", "speaks", "to", "prince", "hamlet", "night",
+         "cold", "castle", "sword", "poison", "cup", "my", "lord", "good", "sweet", "rest", "o", "what", "a", "rogue"]
+SPECIAL = ["<unk>", "<s>", "</s>", "<pad>"]
+SENTENCES = ["the ghost speaks to the prince", "my lord the king is dead", "the queen is sad and cold",
+             "good night sweet prince", "o what a rogue", "the cup and the sword and the poison"]
+
+
+def make_tokenizer(path: Path):
+    """A word-level tokenizer over WORDS, built offline, that adds <s> in front of every text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(SPECIAL + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>")
+    fast.save_pretrained(path)
+    return fast
+
+
+def make_tiny_llama(path: Path, layers: int = 4, seed: int = 0) -> Path:
+    """A randomly initialised 4-layer Llama with the word-level tokenizer, saved as a base folder.
+
+    Hidden size 64: bitsandbytes' CPU 4-bit inference kernel needs in_features to be a multiple of its block (64).
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer(path)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    return path
+
+
+def make_text(path: Path, paragraphs: int = 60, seed: int = 0) -> Path:
+    """A play-like text: paragraphs of three repeated sentences, separated by blank lines."""
+    rng = random.Random(seed)
+    paras = ["\n".join(rng.choice(SENTENCES) for _ in range(3)) for _ in range(paragraphs)]
+    path.write_text("\n\n".join(paras) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("lm-project")
+    make_tiny_llama(root / "base")
+    make_text(root / "play.txt")
+    return root
+
+
+def model_entry():
+    from zoo.registry.schema import Model
+
+    return Model.model_validate({
+        "task": "text-generation", "license": "apache-2.0", "base": {"source": "file:base"},
+        "dataset": {"source": "file:play.txt", "label": None, "split": {"train": 40, "test": 12, "calibration": 4}},
+        "evaluation": {"metrics": ["perplexity", "exact_match"]},
+        "variants": {"fp32": {"kind": "fp32", "recipe": "lm-finetune", "target": "cpu"}},
+    })
+
+
+def build(project: Path, technique_name: str, kind: str, params: dict, parent: Path, out: Path,
+          parent_kind: str = "fp32") -> dict:
+    """Build one variant through the technique's build(), as zoo.build does, and return its provenance extras."""
+    from zoo.registry.schema import Target, Variant
+    from zoo.techniques import TECHNIQUES, BuildContext
+
+    technique = TECHNIQUES.get(technique_name)
+    out.mkdir(parents=True)
+
+    def no_splits():
+        raise AssertionError("causal-LM techniques read their texts through zoo.lm.data")
+
+    ctx = BuildContext(
+        model_id="tiny-lm", variant_id=kind, model=model_entry(),
+        variant=Variant.model_validate({"kind": kind, "from": "fp32", "recipe": "r", "target": "cpu"}),
+        target=Target(device="cpu"), recipe_name="r", params=technique.params.model_validate(params),
+        parent_dir=parent, parent_kind=parent_kind, out_dir=out, splits=no_splits, progress=None,
+        log=lambda *_: None, extra={"root": project},
+    )
+    extra = technique.build(ctx)
+    assert extra["format"] in technique.formats
+    return extra
+
+
+def splits(project: Path):
+    from zoo.lm import data
+
+    return data.load_splits(model_entry().dataset, project)
+
+
+@pytest.fixture(scope="module")
+def finetuned(project, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ft") / "fp32"
+    build(project, "lm-finetune", "fp32", {"method": "full", "steps": 40, "lr": 1e-2, "batch_size": 8,
+                                           "max_length": 32}, project / "base", out, parent_kind="base")
+    return out
+
+
+# --- data and metrics ---------------------------------------------------------------------------------------------
+
+def test_chunks_keep_whole_lines_and_respect_the_limit():
+    from zoo.lm.data import chunks
+
+    text = "\n".join(f"line number {i} of the play, spoken slowly" for i in range(40)) + "\n\nshort\n"
+    got = chunks(text, max_chars=200)
+    assert all(len(c) <= 200 for c in got)
+    assert "\n".join(got).splitlines() == [ln for ln in text.splitlines()[:40]]  # "short" is under the minimum
+    assert chunks("a" * 300, max_chars=100) == ["a" * 300]
+
+
+def test_splits_are_deterministic_disjoint_and_checked(project):
+    from zoo.errors import ZooError
+    from zoo.lm import data
+
+    s = splits(project)
+    assert (len(s.train), len(s.test), len(s.calibration)) == (40, 12, 4)
+    assert not set(s.indices["train"]) & set(s.indices["test"])
+    assert s.calibration == s.train[:4]
+    data._CACHE.clear()
+    assert splits(project).indices == s.indices
+    big = model_entry().dataset.model_copy(update={"split": model_entry().dataset.split.model_copy(
+        update={"train": 500})})
+    with pytest.raises(ZooError, match="lower them"):
+        data.load_splits(big, project)
+
+
+def test_next_word_examples_and_exact_match():
+    from zoo.lm import metrics
+
+    ex = metrics.next_word_examples(["good night sweet prince", "o what", "my lord the\nKing is dead!"])
+    assert ex == [("good night", "sweet"), ("my lord the\n", "king")]
+    assert metrics.exact_match(lambda p: " sweet, and" if p.endswith("night") else "Queen", ex) == 0.5
+    assert metrics.next_word_examples(["a b c d", "e f g h"], limit=1) == [("a b", "c")]
+
+
+# --- techniques ---------------------------------------------------------------------------------------------------
+
+def test_finetune_lowers_perplexity_and_generates(project, finetuned):
+    from zoo.lm import load_generator
+
+    test = splits(project).test
+    base = load_generator(project / "base").perplexity(test)
+    gen = load_generator(finetuned)
+    tuned = gen.perplexity(test)
+    assert math.isfinite(base) and math.isfinite(tuned)
+    assert tuned < base / 3, (base, tuned)
+    assert gen.task_metric(test)["exact_match"] > 0.3
+    text = gen.generate("good night sweet", max_new_tokens=3)
+    assert text.split()[0] in WORDS
+    assert "".join(gen.generate("good night sweet", max_new_tokens=3, stream=True)).strip() == text.strip()
+    prov = json.loads((finetuned / "config.json").read_text())
+    assert prov["num_hidden_layers"] == 4
+
+
+def test_lora_finetune_merges_into_plain_weights(project, tmp_path):
+    from safetensors.torch import load_file
+
+    from zoo.lm import load_generator
+
+    extra = build(project, "lm-finetune", "fp32", {"method": "lora", "steps": 20, "lr": 2e-2, "r": 4, "alpha": 8,
+                                                   "max_length": 32}, project / "base", tmp_path / "v", "base")
+    assert extra["lora"]["merged"] and extra["training"]["steps"] == 20
+    assert not [k for k in load_file(tmp_path / "v" / "model.safetensors") if "lora" in k]
+    test = splits(project).test
+    assert load_generator(tmp_path / "v").perplexity(test) < load_generator(project / "base").perplexity(test)
+
+
+def test_half_writes_bf16(project, finetuned, tmp_path):
+    from zoo.lm import load_generator
+
+    extra = build(project, "lm-half", "w16a16", {"dtype": "bf16"}, finetuned, tmp_path / "v")
+    gen = load_generator(tmp_path / "v")
+    assert gen.dtype == "bf16" and extra["dtype"] == "bf16"
+    assert extra["check"]["perplexity"] == pytest.approx(extra["check"]["parent_perplexity"], rel=0.1)
+    assert gen.generate("good night sweet", max_new_tokens=2)
+
+
+def test_int8_onnx_loads_with_optimum_and_generates(project, finetuned, tmp_path):
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    from zoo.lm import load_generator
+
+    extra = build(project, "lm-int8", "int8", {}, finetuned, tmp_path / "v")
+    assert extra["format"] == "onnx-causal-lm" and extra["quantization"]["weights"] == "int8"
+    ORTModelForCausalLM.from_pretrained(tmp_path / "v")
+    gen = load_generator(tmp_path / "v")
+    assert gen.runtime == "onnxruntime"
+    assert extra["check"]["perplexity"] == pytest.approx(extra["check"]["parent_perplexity"], rel=0.25)
+    assert gen.generate("good night sweet", max_new_tokens=2).split()[0] in WORDS
+
+
+def test_qlora_writes_merged_nf4_and_an_adapter(project, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from zoo.lm import load_generator
+
+    out = tmp_path / "v"
+    extra = build(project, "lm-qlora", "qlora-4bit", {"steps": 25, "lr": 2e-2, "r": 4, "alpha": 8, "max_length": 32},
+                  project / "base", out, "base")
+    assert (extra["quantization"], extra["backend"], extra["adapter"]) == ("bnb-nf4", "peft", "adapter")
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["bnb_4bit_quant_type"] == "nf4"
+    merged = load_generator(out)
+    assert merged.dtype == "nf4"
+    test = splits(project).test
+    assert merged.perplexity(test) < load_generator(project / "base").perplexity(test)
+    base4 = AutoModelForCausalLM.from_pretrained(project / "base", device_map="cpu", quantization_config=
+                                                 BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"))
+    adapted = PeftModel.from_pretrained(base4, out / "adapter")
+    ids = merged.tokenizer("good night sweet", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        assert torch.isfinite(adapted(input_ids=ids).logits).all()
+
+
+def test_qlora_backend_is_guarded():
+    import torch
+
+    from zoo.errors import ZooError
+    from zoo.techniques.lm import qlora_backend
+
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only check")
+    assert qlora_backend("auto") == "peft"
+    with pytest.raises(ZooError, match="unsloth needs CUDA"):
+        qlora_backend("unsloth")
+
+
+def test_spread_keeps_first_and_last_layers():
+    from zoo.errors import ZooError
+    from zoo.techniques.lm import spread
+
+    assert spread(30, 10) == [0, 3, 6, 10, 13, 16, 19, 23, 26, 29]
+    assert spread(4, 2) == [0, 3]
+    with pytest.raises(ZooError, match="between 1 and 3"):
+        spread(4, 4)
+
+
+def test_distilled_student_starts_from_the_chosen_teacher_layers(project, finetuned, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    extra = build(project, "lm-distill", "distilled", {"student_layers": 2, "steps": 0}, finetuned, tmp_path / "v")
+    assert extra["student"] == {"layers": 2, "initialised_from_teacher_layers": [0, 3]}
+    teacher = AutoModelForCausalLM.from_pretrained(finetuned)
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "v")
+    assert student.config.num_hidden_layers == 2
+    for s_layer, t_index in zip(student.model.layers, [0, 3], strict=True):
+        t_layer = teacher.model.layers[t_index]
+        for (name, sp), (_, tp) in zip(s_layer.named_parameters(), t_layer.named_parameters(), strict=True):
+            assert torch.equal(sp, tp), name
+    assert torch.equal(student.model.embed_tokens.weight, teacher.model.embed_tokens.weight)
+
+
+def test_distillation_trains_toward_the_teacher(project, finetuned, tmp_path):
+    from zoo.lm import load_generator
+
+    params = {"layers": [1, 2], "steps": 30, "lr": 1e-2, "temperature": 2.0, "alpha": 0.5, "max_length": 32}
+    extra = build(project, "lm-distill", "distilled", params, finetuned, tmp_path / "v")
+    assert extra["student"]["initialised_from_teacher_layers"] == [1, 2]
+    assert extra["training"]["steps"] == 30 and math.isfinite(extra["training"]["final_loss"])
+    test = splits(project).test
+    untrained = tmp_path / "u"
+    build(project, "lm-distill", "distilled", {**params, "steps": 0}, finetuned, untrained)
+    assert load_generator(tmp_path / "v").perplexity(test) < load_generator(untrained).perplexity(test)
+
+
+def test_file_dataset_without_root_is_an_error(project, tmp_path):
+    from zoo.errors import ZooError
+    from zoo.registry.schema import Target, Variant
+    from zoo.techniques import BuildContext
+    from zoo.techniques.lm import text_splits
+
+    ctx = BuildContext("tiny-lm", "fp32", model_entry(), Variant(kind="fp32", recipe="r", target="cpu"),
+                       Target(device="cpu"), "r", None, project / "base", "base", tmp_path, lambda: None, None)
+    with pytest.raises(ZooError, match="registry root"):
+        text_splits(ctx)
+
+
+def test_lm_recipes_validate():
+    from zoo.registry.recipes import load_recipe
+
+    recipes = Path(__file__).resolve().parent.parent / "recipes"
+    names = sorted(p.stem for p in recipes.glob("lm-*.yaml"))
+    assert len(names) >= 5
+    for name in names:
+        recipe, problems = load_recipe(name, recipes, "recipes")
+        assert recipe is not None and not problems, (name, problems)
+        assert recipe.technique.name.startswith("lm-")
+
+
+# --- GGUF ---------------------------------------------------------------------------------------------------------
+
+def test_rebuild_gives_a_savable_copy_with_equal_weights(project, tmp_path):
+    import torch
+
+    from zoo.lm import gguf
+    from zoo.techniques.lm import load_fp32
+
+    loaded = load_fp32(project / "base")
+    fresh = gguf.rebuild(loaded)
+    fresh.save_pretrained(tmp_path / "out")
+    again = load_fp32(tmp_path / "out")
+    for (name, a), (_, b) in zip(loaded.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def _permute(w, n_head: int):
+    """llama.cpp's q/k row order (convert_hf_to_gguf.py), which the GGUF loader undoes."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_tiny_gguf(path: Path, model) -> Path:
+    """Write ``model`` (a tiny LlamaForCausalLM) as an f32 GGUF with a byte-level BPE tokenizer, like llama.cpp."""
+    import gguf
+
+    c = model.config
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "Ġ", *letters, *("Ġ" + x for x in letters), "th", "Ġth"]
+    tokens += [f"<extra_{i}>" for i in range(c.vocab_size - len(tokens))]
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(c.num_hidden_layers)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+    w.add_rope_freq_base(c.rope_theta)
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_vocab_size(c.vocab_size)
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_merges(["t h", "Ġ th"])
+    w.add_token_types([3, 3, 3] + [1] * (len(tokens) - 3))
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_pad_token_id(2)
+    w.add_add_bos_token(False)
+    sd = {k: v.numpy() for k, v in model.state_dict().items()}
+    w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
+    w.add_tensor("output_norm.weight", sd["model.norm.weight"])
+    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    for i in range(c.num_hidden_layers):
+        for hf, gg in names.items():
+            t = sd[f"model.layers.{i}.{hf}.weight"]
+            if gg in ("attn_q", "attn_k"):
+                t = _permute(t, c.num_attention_heads if gg == "attn_q" else c.num_key_value_heads)
+            w.add_tensor(f"blk.{i}.{gg}.weight", t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_gguf_converts_once_to_an_equal_savable_checkpoint(tmp_path, monkeypatch):
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from zoo.lm import gguf, load_generator
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                      tie_word_embeddings=True)
+    original = LlamaForCausalLM(cfg).eval()
+    path = write_tiny_gguf(tmp_path / "tiny.gguf", original)
+    out = gguf.converted(path, cache=tmp_path / "cache", log=lambda *_: None)
+    assert out.parent.name == "converted" and out.name == gguf.sha256_file(path)
+    again = LlamaForCausalLM.from_pretrained(out)
+    for name, value in original.state_dict().items():
+        assert torch.equal(value, again.state_dict()[name]), name
+    tok = AutoTokenizer.from_pretrained(out)
+    assert (tok.bos_token, tok.eos_token, tok.pad_token) == ("<|im_start|>", "<|im_end|>", "<|im_end|>")
+    assert tok.decode(tok("the cat")["input_ids"]) == "the cat"  # no BOS added, as the GGUF says
+    assert load_generator(out).perplexity(["the cat sat on the mat"]) > 1
+
+    def fail(*_):
+        raise AssertionError("converted twice")
+
+    monkeypatch.setattr(gguf, "convert", fail)
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    assert gguf.model_dir(path, log=lambda *_: None) == out  # cached: no second conversion
+
+
+def test_model_dir_rejects_other_paths(tmp_path):
+    from zoo.errors import ZooError
+    from zoo.lm import gguf
+
+    (tmp_path / "x.bin").write_bytes(b"0")
+    with pytest.raises(ZooError, match="neither a transformers folder"):
+        gguf.model_dir(tmp_path / "x.bin")

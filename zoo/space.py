@@ -1,0 +1,150 @@
+"""The demo Space: render a family's Gradio Space folder from ``spaces/``, and run it locally with ``zoo demo``.
+
+The folder holds the standalone ``app.py`` (copied as is), ``variants.json`` / ``table.json`` / ``examples.json``
+that configure it, a pinned ``requirements.txt`` and a README with the Space front matter (through huggingface_hub's
+``SpaceCardData``). Only variants that were evaluated and passed their gate are in the demo: the others are never
+pushed, so the Space could not load them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from zoo import card, ids, plan
+from zoo.errors import ZooError
+from zoo.registry import Loaded
+from zoo.status import gate_passed, read_results
+from zoo.store import Store, atomic_dir, read_json, write_json
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "spaces"
+MAX_CHARS = 1000  # input limit of the demo's text box
+QUEUE_SIZE = 16  # requests waiting at most; more are refused with "queue full"
+CONCURRENCY = 2  # requests run at once (each runs every variant)
+EXAMPLES = 4
+
+
+def templates_dir(loaded: Loaded) -> Path:
+    """The Space templates: a project's own ``spaces/`` beside registry.yaml, else modelzoo's."""
+    own = loaded.root / "spaces"
+    return own if (own / "app.py").is_file() else TEMPLATES
+
+
+def render(loaded: Loaded, store: Store, model_id: str) -> Path:
+    """Write the Space folder of ``model_id`` to ``store.space(model_id)`` (replacing the previous one).
+
+    Returns:
+        The Space folder.
+
+    Raises:
+        ZooError: no variant of the model is built, evaluated and passing its gate.
+    """
+    from huggingface_hub import SpaceCard, SpaceCardData
+
+    model = loaded.model(model_id)
+    nodes = [n for n in plan.make(loaded) if n.model_id == model_id]
+    specs, left_out = [], []
+    for n in nodes:
+        results = read_results(store, n) if store.is_built(n.hash) else None
+        if not gate_passed(results):
+            left_out.append(n.variant_id)
+            continue
+        specs.append(_spec(loaded, store, n))
+    if not specs:
+        raise ZooError(f"{model_id}: no variant is built, evaluated and passing its gate, so the Space would be "
+                       f"empty: run `zoo build {model_id}` and `zoo eval {model_id}` first")
+    table = card.family_table(loaded, store, model_id)
+    pareto = store.reports(model_id) / "pareto.png"
+    title = f"{model_id} variants"
+    tdir = templates_dir(loaded)
+    config = {"title": title, "description": model.description or f"The compressed variants of {model_id}.",
+              "max_chars": MAX_CHARS, "queue_size": QUEUE_SIZE, "concurrency": CONCURRENCY, "variants": specs}
+    data = SpaceCardData(title=title, sdk="gradio", sdk_version=metadata.version("gradio"), app_file="app.py",
+                         models=[s["repo_id"] for s in specs], license=model.license.value,
+                         tags=["modelzoo", model.task.value], short_description=_short(model.description))
+    readme = SpaceCard.from_template(
+        data, template_path=str(tdir / "README.md.j2"), stamp=card.STAMP, model_id=model_id,
+        description=config["description"], family_md=card.family_markdown(loaded, table),
+        has_pareto=pareto.is_file(), left_out=left_out)
+    with atomic_dir(store.space(model_id)) as out:
+        shutil.copyfile(tdir / "app.py", out / "app.py")
+        write_json(out / "variants.json", config)
+        write_json(out / "table.json", table)
+        write_json(out / "examples.json", card.examples(loaded, model_id, EXAMPLES, max_chars=min(MAX_CHARS, 300)))
+        (out / "requirements.txt").write_text(_requirements(tdir, specs))
+        (out / "README.md").write_text(str(readme))
+        if pareto.is_file():
+            shutil.copyfile(pareto, out / "pareto.png")
+    return store.space(model_id)
+
+
+def _short(description: str | None) -> str | None:
+    # the Hub caps short_description at 60 characters
+    if not description:
+        return None
+    text = " ".join(description.split())
+    return text if len(text) <= 60 else text[:57].rsplit(" ", 1)[0] + "..."
+
+
+def _spec(loaded: Loaded, store: Store, node: plan.Node) -> dict[str, Any]:
+    """What the app needs to load one variant: repo id, format, subfolder, labels, input length."""
+    art = store.artifact(node.hash)
+    prov = read_json(art / "provenance.json")
+    fmt, subfolder = prov.get("format", "transformers"), None
+    if fmt == "bnb-4bit":
+        fmt = "transformers"
+    if node.kind == "w16a16" and (art / "onnx" / "model.onnx").is_file():
+        # fp16 in PyTorch is slow on CPU; the fp16 ONNX graph beside it is what a CPU Space should run
+        fmt, subfolder = "onnx", "onnx"
+    return {"repo_id": ids.repo_id(loaded.registry.org, node.model_id, node.variant_id),
+            "variant": node.variant_id, "kind": node.kind, "format": fmt, "subfolder": subfolder,
+            "label_names": prov.get("label_names"), "max_length": prov.get("max_length"),
+            "narrow_layers": card.narrow_layers(art)}
+
+
+def _requirements(tdir: Path, specs: list[dict[str, Any]]) -> str:
+    import jinja2
+
+    names = ["gradio", "huggingface_hub", "torch", "transformers", "accelerate"]
+    if any(s["format"] == "onnx" for s in specs):
+        names += ["optimum", "optimum-onnx", "onnxruntime"]
+    if any(s["kind"] == "qlora-4bit" for s in specs):
+        names.append("bitsandbytes")
+    pins = {}
+    for name in names:
+        try:
+            pins[name] = metadata.version(name).split("+")[0]  # PyPI has no local builds such as +cpu
+        except metadata.PackageNotFoundError:
+            raise ZooError(f"the Space needs {name}, which is not installed here: `pip install {name}` so its "
+                           "version can be pinned") from None
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(tdir), keep_trailing_newline=True)
+    return env.get_template("requirements.txt.j2").render(stamp=card.STAMP, pins=pins)
+
+
+def demo(loaded: Loaded, store: Store, model_id: str, port: int = 7860) -> None:
+    """Render the Space and run its app on 127.0.0.1:``port``, loading variants from the local hub.
+
+    Raises:
+        ZooError: a variant of the demo is not in the local hub yet, or the app exits with an error.
+    """
+    folder = render(loaded, store, model_id)
+    hub = store.hub
+    missing = [s["repo_id"] for s in read_json(folder / "variants.json")["variants"]
+               if not (hub / "models" / s["repo_id"] / "refs" / "heads" / "main").is_file()]
+    if missing:
+        raise ZooError(f"{model_id}: {', '.join(missing)} not in the local hub {hub}: run `zoo push {model_id}` "
+                       "first")
+    env = {**os.environ, "ZOO_LOCAL_HUB": str(hub), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    print(f"demo of {model_id} on http://127.0.0.1:{port} (Ctrl-C stops it)", file=sys.stderr)
+    try:
+        proc = subprocess.run([sys.executable, str(folder / "app.py")], cwd=folder, env=env)
+    except KeyboardInterrupt:
+        return
+    if proc.returncode not in (0, -2, 130):
+        raise ZooError(f"{model_id}: the demo app exited with status {proc.returncode} (see its output above)")
