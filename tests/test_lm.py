@@ -200,13 +200,21 @@ def test_int8_onnx_loads_with_optimum_and_generates(project, finetuned, tmp_path
 
     from zoo.lm import load_generator
 
-    extra = build(project, "lm-int8", "int8", {}, finetuned, tmp_path / "v")
+    extra = build(project, "lm-int8", "int8", {"keep_fp32": ["down_proj"]}, finetuned, tmp_path / "v")
     assert extra["format"] == "onnx-causal-lm" and extra["quantization"]["weights"] == "int8"
+    assert extra["quantization"]["kept_fp32"]["nodes"] == 4  # one down_proj per layer
     ORTModelForCausalLM.from_pretrained(tmp_path / "v")
     gen = load_generator(tmp_path / "v")
     assert gen.runtime == "onnxruntime"
     assert extra["check"]["perplexity"] == pytest.approx(extra["check"]["parent_perplexity"], rel=0.25)
     assert gen.generate("good night sweet", max_new_tokens=2).split()[0] in WORDS
+
+
+def test_int8_rejects_keep_fp32_patterns_that_match_nothing(project, finetuned, tmp_path):
+    from zoo.errors import ZooError
+
+    with pytest.raises(ZooError, match="keep_fp32"):
+        build(project, "lm-int8", "int8", {"keep_fp32": ["no_such_proj"]}, finetuned, tmp_path / "v")
 
 
 def test_qlora_writes_merged_nf4_and_an_adapter(project, tmp_path):
@@ -220,6 +228,8 @@ def test_qlora_writes_merged_nf4_and_an_adapter(project, tmp_path):
     extra = build(project, "lm-qlora", "qlora-4bit", {"steps": 25, "lr": 2e-2, "r": 4, "alpha": 8, "max_length": 32},
                   project / "base", out, "base")
     assert (extra["quantization"], extra["backend"], extra["adapter"]) == ("bnb-nf4", "peft", "adapter")
+    base_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(project / "base").parameters())
+    assert extra["params_count"] == base_params  # 4-bit weights counted unpacked
     assert json.loads((out / "config.json").read_text())["quantization_config"]["bnb_4bit_quant_type"] == "nf4"
     merged = load_generator(out)
     assert merged.dtype == "nf4"
@@ -231,6 +241,22 @@ def test_qlora_writes_merged_nf4_and_an_adapter(project, tmp_path):
     ids = merged.tokenizer("good night sweet", return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         assert torch.isfinite(adapted(input_ids=ids).logits).all()
+
+
+def test_qlora_unmerged_root_applies_the_adapter_on_load(project, tmp_path):
+    from peft import PeftModel
+
+    from zoo.lm import load_generator
+
+    out = tmp_path / "v"
+    extra = build(project, "lm-qlora", "qlora-4bit", {"steps": 25, "lr": 2e-2, "r": 4, "alpha": 8, "max_length": 32,
+                                                      "root": "base"}, project / "base", out, "base")
+    assert extra["root"] == "nf4-base"
+    (out / "provenance.json").write_text(json.dumps(extra))  # as zoo.build writes it
+    gen = load_generator(out)
+    assert isinstance(gen.model, PeftModel)
+    test = splits(project).test
+    assert gen.perplexity(test) < load_generator(project / "base").perplexity(test)
 
 
 def test_qlora_backend_is_guarded():

@@ -267,6 +267,19 @@ def test_simplify_keeps_unfolded_batch_norm_only_when_asked(tmp_path):
     assert kept.get("Mul") == 3 and "Mul" not in fused
 
 
+def test_recalibrate_bn_matches_the_data_statistics():
+    from zoo.vision.train import recalibrate_bn
+
+    conv, bn = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+    m = nn.Sequential(conv, bn).eval()
+    x = torch.randn(64, 3, 5, 5) * 3 + 1
+    assert recalibrate_bn(m, x, batch_size=16) == 1
+    with torch.no_grad():
+        y = conv(x)
+    torch.testing.assert_close(bn.running_mean, y.mean((0, 2, 3)), atol=1e-4, rtol=1e-4)
+    assert not m.training and bn.momentum == 0.1
+
+
 def test_ptq_params_refuse_cle_without_fold():
     from pydantic import ValidationError
 

@@ -89,17 +89,28 @@ def technique_code_hash(technique) -> str:
     import inspect
 
     module = Path(inspect.getfile(type(technique)))
+    package = module.parent.parent  # zoo/
     files, todo = [], [module]
     while todo:
         f = todo.pop()
         if f in files or not f.is_file():
             continue
         files.append(f)
-        todo += [module.parent / f"{name}.py" for name in _helper_imports(f.read_text())]
+        source = f.read_text()
+        todo += [module.parent / f"{name}.py" for name in _helper_imports(source)]
+        for sub in _family_imports(source):
+            todo += sorted((package / sub).glob("*.py"))
     h = hashlib.sha256()
     for f in sorted(files):
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def _family_imports(source: str) -> set[str]:
+    """The family packages (``zoo/vision``, ``zoo/lm``) a module imports; all of their code counts."""
+    import re
+
+    return set(re.findall(r"(?:from|import) zoo\.(vision|lm)\b", source))
 
 
 def _helper_imports(source: str) -> set[str]:

@@ -24,7 +24,7 @@ from zoo.store import Store, atomic_dir, read_json, write_json
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "spaces"
 MAX_CHARS = 1000  # input limit of the demo's text box
-QUEUE_SIZE = 16  # requests waiting at most; more are refused with "queue full"
+QUEUE_SIZE = 64  # requests waiting at most (above 50 clients at once); more are refused with "queue full"
 CONCURRENCY = 2  # requests run at once (each runs every variant)
 EXAMPLES = 4
 

@@ -2,7 +2,8 @@
 
 Formats (``provenance.json`` "format", else recognised by the files):
 - ``transformers-causal-lm``: a folder ``AutoModelForCausalLM.from_pretrained`` loads — fp32, bf16, or a
-  bitsandbytes 4-bit checkpoint (its config.json carries ``quantization_config``);
+  bitsandbytes 4-bit checkpoint (its config.json carries ``quantization_config``); a qlora artifact whose provenance
+  says ``"root": "nf4-base"`` gets its ``adapter/`` applied with peft (a ``"merged"`` root is used as is);
 - ``onnx-causal-lm``: an optimum export with KV cache that ``ORTModelForCausalLM.from_pretrained`` loads.
 """
 
@@ -20,10 +21,14 @@ from zoo.lm import metrics
 FORMATS = ("transformers-causal-lm", "onnx-causal-lm")
 
 
+def _provenance(artifact_dir: Path) -> dict[str, Any]:
+    prov = artifact_dir / "provenance.json"
+    return json.loads(prov.read_text()) if prov.is_file() else {}
+
+
 def detect_format(artifact_dir: Path) -> str:
     """The artifact's format: provenance's "format", else by its files."""
-    prov = artifact_dir / "provenance.json"
-    if prov.is_file() and (fmt := json.loads(prov.read_text()).get("format")):
+    if fmt := _provenance(artifact_dir).get("format"):
         return fmt
     return "onnx-causal-lm" if any(artifact_dir.glob("*.onnx")) else "transformers-causal-lm"
 
@@ -32,7 +37,7 @@ def load_generator(artifact_dir: Path | str) -> Generator:
     """Load the causal LM in ``artifact_dir`` (a built artifact, a pulled repo, or a converted base folder).
 
     Raises:
-        ZooError: the folder is not a causal-LM artifact, or its runtime cannot load it.
+        ZooError: the folder has no config.json or its provenance names another format.
     """
     artifact_dir = Path(artifact_dir)
     if not (artifact_dir / "config.json").is_file():
@@ -54,14 +59,17 @@ def load_generator(artifact_dir: Path | str) -> Generator:
     config = json.loads((artifact_dir / "config.json").read_text())
     quant = config.get("quantization_config")
     model = AutoModelForCausalLM.from_pretrained(artifact_dir, dtype="auto", device_map="cpu" if quant else None)
+    if _provenance(artifact_dir).get("root") == "nf4-base":  # a qlora artifact whose adapter is not merged
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, artifact_dir / _provenance(artifact_dir).get("adapter", "adapter"))
     model.eval()
     dtype = "nf4" if quant else {"bfloat16": "bf16", "float16": "fp16"}.get(str(model.dtype).split(".")[-1], "fp32")
     return Generator(model, tokenizer, fmt, dtype, "torch")
 
 
 def _is_quantized_onnx(artifact_dir: Path) -> bool:
-    prov = artifact_dir / "provenance.json"
-    return prov.is_file() and json.loads(prov.read_text()).get("dtype") == "int8"
+    return _provenance(artifact_dir).get("dtype") == "int8"
 
 
 class Generator:

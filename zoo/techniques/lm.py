@@ -55,6 +55,9 @@ class Int8Params(Params):
     per_channel: bool = True  # one scale per output channel of each weight
     reduce_range: bool = False  # 7-bit weights, for CPUs without VNNI that saturate u8*s8 sums
     op_types: list[Literal["MatMul", "Gemm", "Gather"]] = ["MatMul", "Gemm"]
+    # graph nodes whose name contains one of these stay fp32, e.g. "down_proj": the MLP output projection, whose
+    # input has outliers that per-tensor dynamic uint8 activations cannot hold
+    keep_fp32: list[str] = []
 
 
 class QloraParams(LoraParams):
@@ -64,6 +67,9 @@ class QloraParams(LoraParams):
     double_quant: bool = True
     compute_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     backend: Literal["auto", "peft", "unsloth"] = "auto"  # auto: unsloth when CUDA and unsloth are present
+    # what the root folder holds: "merged": LoRA merged into the 4-bit weights (re-quantized, so a small update can
+    # round away); "base": the NF4 base the adapter was trained on, with adapter/ applied on load
+    root: Literal["merged", "base"] = "merged"
 
 
 class DistillParams(TrainParams):
@@ -150,7 +156,12 @@ def lora_config(p: LoraParams) -> Any:
 
 
 def params_count(model: Any) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Parameters (elements) of a torch model, counting a bitsandbytes 4-bit weight by its unpacked shape."""
+    total = 0
+    for p in model.parameters():
+        state = getattr(p, "quant_state", None)
+        total += state.shape.numel() if state is not None else p.numel()
+    return total
 
 
 def parent_max_length(path: Path, default: int) -> int:
@@ -263,20 +274,27 @@ class LmInt8(Technique):
             export_dir = Path(tmp) / "export"
             _export_causal_lm(src, export_dir)
             fp32_bytes = sum(f.stat().st_size for f in export_dir.glob("model.onnx*"))
+            graph = onnx.load(str(export_dir / "model.onnx"), load_external_data=False).graph
+            kept = [n.name for n in graph.node if n.op_type in p.op_types and any(k in n.name for k in p.keep_fp32)]
+            if p.keep_fp32 and not kept:
+                raise ZooError(f"recipe keep_fp32: no {'/'.join(p.op_types)} node name contains any of "
+                               f"{p.keep_fp32}: check the names (e.g. 'down_proj', 'lm_head')")
             for f in export_dir.iterdir():
                 if not f.name.startswith("model.onnx"):
                     shutil.copy2(f, ctx.out_dir / f.name)
             with _quiet():
                 quantize_dynamic(export_dir / "model.onnx", ctx.out_dir / "model.onnx", per_channel=p.per_channel,
                                  reduce_range=p.reduce_range, weight_type=QuantType.QInt8,
-                                 op_types_to_quantize=list(p.op_types),
+                                 op_types_to_quantize=list(p.op_types), nodes_to_exclude=kept,
                                  extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         max_length = parent_max_length(src, 256)
         return {"format": "onnx-causal-lm", "dtype": "int8", "label_names": None, "max_length": max_length,
                 "params_count": _onnx_params(ctx.out_dir / "model.onnx"), **base_facts(ctx, src),
                 "quantization": {"method": "onnxruntime-dynamic", "weights": "int8", "activations": "uint8-dynamic",
                                  "per_channel": p.per_channel, "reduce_range": p.reduce_range,
-                                 "op_types": list(p.op_types), "fp32_onnx_bytes": fp32_bytes},
+                                 "op_types": list(p.op_types), "kept_fp32": {"patterns": p.keep_fp32,
+                                                                               "nodes": len(kept)},
+                                 "fp32_onnx_bytes": fp32_bytes},
                 "check": check(ctx, src, text_splits(ctx).test, max_length)}
 
 
@@ -340,11 +358,12 @@ class LmQlora(Technique):
         training["data"] = splits.describe("train")
         model.save_pretrained(ctx.out_dir / "adapter", safe_serialization=True)
         tokenizer.save_pretrained(ctx.out_dir / "adapter")
-        merged = model.merge_and_unload()
-        merged.save_pretrained(ctx.out_dir, safe_serialization=True)
+        root = model.merge_and_unload() if p.root == "merged" else model.unload()
+        root.save_pretrained(ctx.out_dir, safe_serialization=True)
         tokenizer.save_pretrained(ctx.out_dir)
         return {"format": "transformers-causal-lm", "dtype": "nf4", "label_names": None, "max_length": p.max_length,
-                "params_count": params_count(merged), **base_facts(ctx, src),
+                "params_count": params_count(root), **base_facts(ctx, src),
+                "root": "merged" if p.root == "merged" else "nf4-base",
                 "quantization": "bnb-nf4", "double_quant": p.double_quant, "compute_dtype": p.compute_dtype,
                 "adapter": "adapter", "backend": backend, "trainable_params": trainable,
                 "lora": {"r": p.r, "alpha": p.alpha, "dropout": p.dropout, "target_modules": p.target_modules},

@@ -8,6 +8,8 @@ short fine-tune that keeps the pruned weights at zero.
 - ``method: l1-structured`` removes whole units, so the parameter count and the file shrink: attention heads with
   the smallest L1 norm (transformers encoders with ``prune_heads``; the config remembers ``pruned_heads``), or
   the smallest-L1 hidden channels of each EfficientNet-Lite inverted-residual block (its config records widths).
+- vision models get their BatchNorm statistics re-estimated on the training images after pruning and after
+  fine-tuning (without it a 30% channel prune reads 14% top-1 at a training loss of 0.37).
 
 The artifact keeps its parent's format ("transformers" or "torch-image").
 """
@@ -194,12 +196,15 @@ def _prune_vision(ctx: BuildContext, p: PruneParams) -> dict[str, Any]:
         result = prune_channels_l1(model, p.amount)
         model = result["model"]
         facts["hidden"] = result["hidden"]
+    x = vm.preprocess(splits.train.images, config["image_size"], config["mean"], config["std"])
     facts["top1_after_pruning"] = train.top1(train.predict(model, tx), ty)
+    if train.recalibrate_bn(model, x):  # the pruned network's own activation statistics
+        facts["top1_after_bn_recalibration"] = train.top1(train.predict(model, tx), ty)
     if p.epochs > 0:
-        x = vm.preprocess(splits.train.images, config["image_size"], config["mean"], config["std"])
         facts["training"] = train.fit(model, x, torch.from_numpy(splits.train.labels), p.epochs, p.lr,
                                       p.batch_size, seed=p.seed, progress=ctx.progress,
                                       desc=f"{ctx.model_id}:{ctx.variant_id} fine-tune")
+        train.recalibrate_bn(model, x)
     make_permanent(slots)
     if slots:
         facts["sparsity"] = sparsity(slots)

@@ -94,3 +94,26 @@ def set_bn_momentum(model: nn.Module, momentum: float) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = momentum
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> int:
+    """Re-estimate every BatchNorm's running mean/variance over ``x`` (cumulative average, no weight change).
+
+    Pruning channels or fine-tuning briefly leaves the running statistics describing a network that no longer
+    exists; eval-mode accuracy then collapses although the training loss is low. Returns the number of BN layers.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    try:
+        for i in range(0, len(x), batch_size):
+            model(x[i : i + batch_size])
+    finally:
+        for bn, m in zip(bns, momenta, strict=True):
+            bn.momentum = m
+        model.eval()
+    return len(bns)
