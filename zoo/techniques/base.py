@@ -39,7 +39,8 @@ class BuildContext:
     parent_kind: str  # "base" or the parent variant's kind
     out_dir: Path  # an empty temp folder; renamed into the store when the build succeeds
     splits: Callable[[], Splits]  # loads (once) the dataset split by the model's seed
-    progress: Any  # a zoo.progress.Progress; use ctx.progress.task(...) for long loops
+    progress: Any  # a rich Progress; add tasks with zoo.progress.add(ctx.progress, ...)
+    root: Path = Path(".")  # the folder of registry.yaml, which ``file:`` sources are relative to
     log: Callable[[str], None] = print
     extra: dict[str, Any] = field(default_factory=dict)
 

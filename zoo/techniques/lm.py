@@ -90,21 +90,10 @@ def source_dir(ctx: BuildContext) -> Path:
 
 
 def text_splits(ctx: BuildContext) -> Any:
-    """The model's texts split by its seed (:class:`zoo.lm.data.TextSplits`).
-
-    Raises:
-        ZooError: a ``file:`` dataset but no registry root in ``ctx.extra["root"]`` to resolve it against.
-    """
+    """The model's texts split by its seed (:class:`zoo.lm.data.TextSplits`)."""
     from zoo.lm import data
-    from zoo.sources import parse_source
 
-    root = ctx.extra.get("root")
-    if root is None:
-        if parse_source(ctx.model.dataset.source).scheme == "file":
-            raise ZooError(f"models.{ctx.model_id}.dataset.source: a file: source needs the registry root; "
-                           "the build must pass BuildContext.extra['root']")
-        root = Path.cwd()  # unused by pypi: and hub: sources
-    return data.load_splits(ctx.model.dataset, Path(root), f"models.{ctx.model_id}.dataset")
+    return data.load_splits(ctx.model.dataset, ctx.root, f"models.{ctx.model_id}.dataset")
 
 
 def load_tokenizer(path: Path) -> Any:

@@ -75,8 +75,7 @@ class QatParams(Params):
 def _splits(ctx: BuildContext) -> Any:
     from zoo.vision.data import load_image_splits
 
-    root = Path(ctx.extra.get("registry_root", Path.cwd()))
-    return load_image_splits(ctx.model.dataset, root, f"models.{ctx.model_id}.dataset")
+    return load_image_splits(ctx.model.dataset, ctx.root, f"models.{ctx.model_id}.dataset")
 
 
 def _parent(ctx: BuildContext) -> tuple[Any, dict[str, Any]]:
