@@ -13,6 +13,8 @@ from tiny import make_tiny_zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["family_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def isolated_hf(tmp_path_factory, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -82,3 +83,126 @@ def test_two_builds_serialise_on_the_store_lock(tiny_zoo):
     assert second.returncode == 0, err2
     assert f"waiting for lock held by PID {first.pid}" in err2
     assert "built" in out1 and "skipped" in out2
+
+
+PUSH_SCRIPT = """
+import sys
+from pathlib import Path
+from zoo.hub import ops
+from zoo.hub.local import LocalHub
+
+hub = LocalHub(Path(sys.argv[1]))
+folder = Path(sys.argv[2])
+hub.create_repo("org/big", "model")
+plan = ops.plan(folder, hub.files("org/big", "model"))
+if not plan.empty:
+    hub.commit("org/big", "model", plan.operations, "push", hub.head("org/big", "model"))
+print("pushed")
+"""
+
+
+def _hub_consistent(root: Path) -> str | None:
+    """The head commit, after checking that it and every file it names are complete; None if no commit yet."""
+    repo = root / "models" / "org" / "big"
+    ref = repo / "refs" / "heads" / "main"
+    if not ref.is_file():
+        return None
+    head = ref.read_text().strip()
+    record = json.loads((repo / "commits" / f"{head}.json").read_text())
+    for path, sha in record["files"].items():
+        obj = repo / "objects" / sha
+        assert obj.is_file(), f"{path}: object missing"
+        assert hashlib.sha256(obj.read_bytes()).hexdigest() == sha, f"{path}: object corrupt"
+        assert (repo / "snapshots" / head / path).read_bytes() == obj.read_bytes(), f"{path}: snapshot incomplete"
+    return head
+
+
+def test_sigkill_mid_push_never_leaves_a_broken_repo(tmp_path):
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    rng = random.Random(2)
+    for i in range(24):
+        (staged / f"shard-{i:02d}.bin").write_bytes(rng.randbytes(1 << 21))
+    hub_root = tmp_path / "hub"
+    script = tmp_path / "push.py"
+    script.write_text(PUSH_SCRIPT)
+    for _trial in range(4):
+        proc = subprocess.Popen([sys.executable, str(script), str(hub_root), str(staged)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.3, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _hub_consistent(hub_root)  # a ref, if any, points at a whole commit
+    done = subprocess.run([sys.executable, str(script), str(hub_root), str(staged)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    head = _hub_consistent(hub_root)
+    record = json.loads((hub_root / "models/org/big/commits" / f"{head}.json").read_text())
+    assert sorted(record["files"]) == sorted(p.name for p in staged.iterdir())
+    again = subprocess.run([sys.executable, str(script), str(hub_root), str(staged)], capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0 and _hub_consistent(hub_root) == head, "a re-push of the same files made a commit"
+
+
+def test_full_disk_mid_build_is_one_line_and_keeps_nothing(tiny_zoo, monkeypatch):
+    import errno
+
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+    from zoo.techniques.finetune import Finetune
+
+    def full(self, ctx):
+        (ctx.out_dir / "model.safetensors").write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(ctx.out_dir / "model.safetensors"))
+
+    monkeypatch.setattr(Finetune, "build", full)
+    monkeypatch.chdir(tiny_zoo.parent)
+    result = CliRunner().invoke(app, ["build", "tiny-sentiment:fp32"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("disk full while writing ") and "run the same command again" in lines[-1]
+    assert "Traceback" not in result.output
+    assert _artifact_state(tiny_zoo.parent) == {}, "the half-written artifact was kept"
+
+
+def test_ctrl_c_mid_build_is_one_line_and_keeps_nothing(tiny_zoo, monkeypatch):
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+    from zoo.techniques.finetune import Finetune
+
+    def interrupted(self, ctx):
+        (ctx.out_dir / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Finetune, "build", interrupted)
+    monkeypatch.chdir(tiny_zoo.parent)
+    result = CliRunner().invoke(app, ["build", "tiny-sentiment:fp32"])
+    assert result.exit_code == 130
+    assert "interrupted: nothing half-written was kept" in result.stderr
+    assert _artifact_state(tiny_zoo.parent) == {}
+
+
+def test_trust_remote_code_reaches_from_pretrained_only_when_declared(tiny_zoo, monkeypatch):
+    """Off by default; a registry entry that says `trust_remote_code: true` is passed on (and shown in the plan)."""
+    import transformers
+
+    from zoo import build
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("trust_remote_code"))
+        raise KeyboardInterrupt  # stop right after the load is asked for
+
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", spy)
+    for declared in (False, True):
+        if declared:
+            tiny_zoo.write_text(tiny_zoo.read_text().replace(
+                "    license: apache-2.0\n", "    license: apache-2.0\n    trust_remote_code: true\n"))
+        loaded = registry.load(tiny_zoo)
+        nodes = plan.select(plan.make(loaded), [("tiny-sentiment", "fp32")])
+        with pytest.raises(KeyboardInterrupt):
+            build.build(loaded, Store.for_registry(loaded.path), nodes, log=lambda *_: None)
+    assert seen == [False, True]

@@ -4,59 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from pathlib import Path
 
 import pytest
-
-WORDS = ["the", "king", "queen", "is", "dead", "sad", "and", "ghost", "speaks", "to", "prince", "hamlet", "night",
-         "cold", "castle", "sword", "poison", "cup", "my", "lord", "good", "sweet", "rest", "o", "what", "a", "rogue"]
-SPECIAL = ["<unk>", "<s>", "</s>", "<pad>"]
-SENTENCES = ["the ghost speaks to the prince", "my lord the king is dead", "the queen is sad and cold",
-             "good night sweet prince", "o what a rogue", "the cup and the sword and the poison"]
-
-
-def make_tokenizer(path: Path):
-    """A word-level tokenizer over WORDS, built offline, that adds <s> in front of every text."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(SPECIAL + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
-    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>")
-    fast.save_pretrained(path)
-    return fast
-
-
-def make_tiny_llama(path: Path, layers: int = 4, seed: int = 0) -> Path:
-    """A randomly initialised 4-layer Llama with the word-level tokenizer, saved as a base folder.
-
-    Hidden size 64: bitsandbytes' CPU 4-bit inference kernel needs in_features to be a multiple of its block (64).
-    """
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    path.mkdir(parents=True, exist_ok=True)
-    tok = make_tokenizer(path)
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=True)
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    return path
-
-
-def make_text(path: Path, paragraphs: int = 60, seed: int = 0) -> Path:
-    """A play-like text: paragraphs of three repeated sentences, separated by blank lines."""
-    rng = random.Random(seed)
-    paras = ["\n".join(rng.choice(SENTENCES) for _ in range(3)) for _ in range(paragraphs)]
-    path.write_text("\n\n".join(paras) + "\n")
-    return path
+from tiny_families import WORDS, make_text, make_tiny_llama
 
 
 @pytest.fixture(scope="module")

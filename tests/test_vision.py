@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_families import tiny_lite_arch
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -30,12 +31,6 @@ def tiny_cnn(seed: int = 0) -> nn.Sequential:
         bn.running_mean.data = torch.randn(n, generator=gen) * 0.3
         bn.running_var.data = torch.rand(n, generator=gen) + 0.5
     return m.eval()
-
-
-def tiny_lite_arch(num_classes: int = 3) -> dict:
-    from zoo.vision.model import lite0_arch
-
-    return lite0_arch(num_classes, stages=[(1, 3, 1, 1, 8), (2, 3, 2, 4, 12)], stem=8, head=32)
 
 
 def test_bn_fold_keeps_outputs_and_removes_every_bn():

@@ -21,7 +21,7 @@ from zoo import ids, plan
 from zoo.errors import ZooError
 from zoo.plan import Node
 from zoo.registry import Loaded
-from zoo.registry.schema import LOWER_IS_BETTER, Metric
+from zoo.registry.schema import LOWER_IS_BETTER, Metric, Task
 from zoo.sources import parse_source
 from zoo.status import read_results
 from zoo.store import Store, atomic_dir, read_json
@@ -31,6 +31,13 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "cards"
 RELATION = {"fp32": "finetune", "w16a16": "quantized", "int8": "quantized", "qlora-4bit": "quantized",
             "distilled": "finetune", "pruned": "finetune", "qat": "quantized"}
 ADAPTER_DIR = "adapter"
+EXAMPLE_PNG = "example.png"  # a test-split image staged into each image-classification repo for its snippets
+VISION_MODULE = "efficientnet_lite.py"  # standalone network code staged beside a PyTorch (safetensors) vision model
+SNIPPET_NEW_TOKENS = 32  # tokens a text-generation usage snippet generates
+# The Hub's library_name per artifact format. "torch-image" is plain PyTorch with the network's code in the repo
+# (no transformers/timm class loads it), which the Hub files under "pytorch".
+LIBRARY = {"transformers": "transformers", "transformers-causal-lm": "transformers", "bnb-4bit": "transformers",
+           "onnx": "onnx", "onnx-causal-lm": "onnx", "onnx-image": "onnx", "torch-image": "pytorch"}
 
 
 @dataclass(frozen=True)
@@ -131,8 +138,9 @@ def family_markdown(loaded: Loaded, table: dict[str, Any], highlight: str | None
             cells = {k: f"**{v}**" for k, v in cells.items()}
             cells["variant"] = f"**{r['variant']}** ◀ this model"
         rows.append(cells)
-    return env.get_template("family_table.md.j2").render(metric=table["metric"], reference=table["reference"],
-                                                          rows=rows).strip() + "\n"
+    return env.get_template("family_table.md.j2").render(
+        metric=table["metric"], reference=table["reference"], rows=rows,
+        lower_is_better=Metric(table["metric"]) in LOWER_IS_BETTER).strip() + "\n"
 
 
 def _ratio(metric: str, value: float | None, ref: float | None) -> float | None:
@@ -153,27 +161,61 @@ def _write_variant(loaded: Loaded, store: Store, node: Node, family: list[Node])
     pareto = store.reports(node.model_id) / "pareto.png"
     facts = _facts(loaded, store, node, prov, results, table, pareto.is_file())
     tdir = templates_dir(loaded)
-    has_adapter = node.kind == "qlora-4bit" and (store.artifact(node.hash) / ADAPTER_DIR).is_dir()
+    art = store.artifact(node.hash)
+    has_adapter = node.kind == "qlora-4bit" and (art / ADAPTER_DIR).is_dir()
+    # an unmerged root ("nf4-base") is only a model together with its adapter, so the adapter stays in its repo
+    keep_adapter = has_adapter and prov.get("root") == "nf4-base"
     written = []
     card = ModelCard.from_template(_card_data(loaded, node, prov, results, facts), template_path=str(tdir /
                                    "model.md.j2"), **facts)
     final = store.repo(node.model_id, node.variant_id)
     with atomic_dir(final) as out:
-        _link_tree(store.artifact(node.hash), out, skip={ADAPTER_DIR} if has_adapter else set())
+        _link_tree(art, out, skip={ADAPTER_DIR} if has_adapter and not keep_adapter else set())
         _extras(store, node, out, pareto)
+        if keep_adapter:
+            (out / ADAPTER_DIR / "README.md").unlink(missing_ok=True)  # peft's stub card names build paths
+            _rewrite_adapter_base(out / ADAPTER_DIR, facts["adapter_base"])
+        _task_extras(loaded, node, art, out)
         (out / "README.md").write_text(str(card))
     written.append(final / "README.md")
     if has_adapter:
-        afacts = {**facts, **_adapter_facts(loaded, node, store.artifact(node.hash), facts)}
+        afacts = {**facts, **_adapter_facts(loaded, node, art, facts)}
         acard = ModelCard.from_template(_adapter_card_data(loaded, node, prov, results, afacts),
                                         template_path=str(tdir / "adapter.md.j2"), **afacts)
         afinal = store.repo(node.model_id, node.variant_id + "-adapter")
         with atomic_dir(afinal) as out:
-            _link_tree(store.artifact(node.hash) / ADAPTER_DIR, out, skip=set())
+            _link_tree(art / ADAPTER_DIR, out, skip=set())
             _extras(store, node, out, pareto)
+            _rewrite_adapter_base(out, facts["adapter_base"])
+            (out / "README.md").unlink(missing_ok=True)
             (out / "README.md").write_text(str(acard))
         written.append(afinal / "README.md")
     return written
+
+
+def _rewrite_adapter_base(folder: Path, base: str | None) -> None:
+    """Point a staged adapter's ``base_model_name_or_path`` at a repo id instead of the build machine's folder.
+
+    The file is replaced, never written through: staged files are hard links into the artifact.
+    """
+    path = folder / "adapter_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    config["base_model_name_or_path"] = base
+    path.unlink()
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _task_extras(loaded: Loaded, node: Node, art: Path, out: Path) -> None:
+    """Files a task's usage snippets need beside the weights: for images, one test image and, for a PyTorch
+    (safetensors) folder, the standalone module that rebuilds the network."""
+    if loaded.model(node.model_id).task != Task.image_classification:
+        return
+    image, _label = example_images(loaded, node.model_id, 1)[0]
+    save_png(image, out / EXAMPLE_PNG)
+    if (art / "model.safetensors").is_file():
+        shutil.copyfile(code_dir(loaded) / VISION_MODULE, out / VISION_MODULE)
 
 
 def _extras(store: Store, node: Node, out: Path, pareto: Path) -> None:
@@ -227,10 +269,16 @@ def _eval_results(loaded: Loaded, node: Node, results: dict | None, facts: dict[
     if not results:
         return []
     model = loaded.model(node.model_id)
+    unit = {Task.image_classification: "images", Task.text_generation: "passages"}.get(model.task, "rows")
     return [EvalResult(task_type=model.task.value, dataset_type=facts["dataset_id"],
                        dataset_name=facts["dataset_name"], dataset_split="test", metric_type=name,
-                       metric_value=round(float(value), 6), metric_name=f"{name} ({results.get('samples')} "
-                       "held-out rows)") for name, value in results["metrics"].items()]
+                       metric_value=round(float(value), 6),
+                       metric_name=f"{METRIC_NAMES.get(name, name)} ({results.get('samples')} held-out {unit})")
+            for name, value in results["metrics"].items() if isinstance(value, int | float)]
+
+
+METRIC_NAMES = {"top1": "top-1 accuracy", "perplexity": "perplexity (lower is better)",
+                "exact_match": "next-word exact match"}
 
 
 # ---------------------------------------------------------------- what the template is given
@@ -253,18 +301,23 @@ def _facts(loaded: Loaded, store: Store, node: Node, prov: dict, results: dict |
         base_text = f"derived from the `{node.parent}` variant, [{base_model}](https://huggingface.co/{base_model})."
     ds = _dataset(loaded, node.model_id)
     example = _example(loaded, node.model_id)
+    metric = table["metric"]
     repo = ids.repo_id(org, node.model_id, node.variant_id)
     facts: dict[str, Any] = {
         "stamp": STAMP, "repo_id": repo, "model_id": node.model_id, "variant_id": node.variant_id,
         "kind": node.kind, "format": fmt, "task": model.task.value, "license_id": model.license.value,
         "description": variant.description or model.description or "",
         "base_model": base_model, "base_text": base_text, "relation": RELATION.get(node.kind, "finetune"),
-        "library_name": "onnx" if fmt == "onnx" else "transformers",
-        "tags": _tags(node, prov, loaded.recipe_of(variant).raw),
+        "library_name": LIBRARY.get(fmt, "transformers"),
+        "lower_is_better": Metric(metric) in LOWER_IS_BETTER, "image_size": prov.get("image_size"),
+        "root": prov.get("root"), "adapter_base": base_model,
+        "tags": _tags(node, prov, loaded.recipe_of(variant).raw, art),
         "precision": _precision(node, prov, loaded.recipe_of(variant).raw),
         "hub_datasets": ds["hub"], "dataset_id": ds["id"], "dataset_name": ds["name"], "dataset_text": ds["text"],
         "table": table, "has_pareto": has_pareto, "results": results, "provenance": prov,
-        "metrics_list": [(k, v) for k, v in ((results or {}).get("metrics") or {}).items()],
+        "metrics_list": [(k, v) for k, v in ((results or {}).get("metrics") or {}).items()
+                         if isinstance(v, int | float)],
+        "metric_labels": METRIC_NAMES,
         "recipe_name": node.recipe, "technique": node.technique,
         "recipe_params": {k: v for k, v in loaded.recipe_of(variant).raw.items() if k not in ("technique",
                                                                                             "description")},
@@ -285,12 +338,20 @@ def _facts(loaded: Loaded, store: Store, node: Node, prov: dict, results: dict |
 
 def _adapter_facts(loaded: Loaded, node: Node, art: Path, facts: dict[str, Any]) -> dict[str, Any]:
     org = loaded.registry.org
-    up = upstream(loaded, node.model_id)
     merged = ids.repo_id(org, node.model_id, node.variant_id)
+    if node.parent == "base":
+        up = upstream(loaded, node.model_id)
+        base_model, base_text = up.repo_id, up.text
+    else:
+        base_model = ids.repo_id(org, node.model_id, node.parent)
+        base_text = (f"trained on the `{node.parent}` variant, [{base_model}](https://huggingface.co/{base_model}), "
+                     "quantized to NF4.")
     out = {"repo_id": ids.adapter_repo_id(org, node.model_id, node.variant_id), "merged_repo_id": merged,
-           "base_model": up.repo_id, "base_text": up.text, "library_name": "peft", "relation": "adapter",
+           "base_model": base_model, "base_text": base_text, "library_name": "peft", "relation": "adapter",
            "tags": sorted(set(facts["tags"]) | {"peft", "lora", "adapter"})}
-    out["usage"] = render_usage(loaded, node, art, {**facts, **out}, name="adapter")
+    task = loaded.model(node.model_id).task
+    out["usage"] = render_usage(loaded, node, art, {**facts, **out},
+                                name="adapter-causal-lm" if task == Task.text_generation else "adapter")
     return out
 
 
@@ -299,25 +360,52 @@ def render_usage(loaded: Loaded, node: Node, art: Path | None, facts: dict[str, 
     """The usage snippets of a variant's format: ``[{"title", "code"}]``, rendered from ``cards/usage/``."""
     import jinja2
 
-    if name is None:
-        name = _usage_name(node, facts["format"])
-    names = [name]
-    if node.kind == "w16a16" and art is not None and (art / "onnx" / "model.onnx").is_file():
-        names.append("onnx-subfolder")
+    task = loaded.model(node.model_id).task
+    names = [name] if name else usage_names(task, node, facts["format"], art, facts.get("root"))
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir(loaded) / "usage"),
                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-    upstream_ref = upstream(loaded, node.model_id).ref
+    if node.parent != "base":  # an adapter's base is the parent it was trained on
+        base_ref = ids.repo_id(loaded.registry.org, node.model_id, node.parent)
+    else:
+        base_ref = upstream(loaded, node.model_id).ref
     quant = facts.get("quantization") or {}
     out = []
     for n in names:
         module = env.get_template(f"{n}.py.j2").make_module(dict(
-            repo_id=facts["repo_id"], example=facts["example"], base_ref=upstream_ref,
+            repo_id=facts["repo_id"], example=facts["example"], base_ref=base_ref,
             merged_repo_id=facts.get("merged_repo_id", facts["repo_id"]), label_names=facts["label_names"],
-            quant=quant, max_length=facts["max_length"] or 512,
+            quant=quant, max_length=facts["max_length"] or 512, dtype=facts["provenance"].get("dtype", "fp32"),
+            adapter_dir=ADAPTER_DIR, example_png=EXAMPLE_PNG, vision_module=VISION_MODULE,
+            new_tokens=SNIPPET_NEW_TOKENS, top_k=min(3, len(facts["label_names"]) or 1),
             narrow_layers=narrow_layers(art) if art is not None else False))
         code, title = str(module), getattr(module, "title", n)  # each snippet template sets its title
         out.append({"name": n, "title": str(title), "code": code.strip() + "\n"})
     return out
+
+
+def usage_names(task: Task, node: Node, fmt: str, art: Path | None, root: str | None = None) -> list[str]:
+    """The snippet templates (``cards/usage/<name>.py.j2``) for a variant: its format's, plus the ONNX graph a
+    w16a16 folder carries beside its PyTorch weights."""
+    has = (lambda rel: art is not None and (art / rel).is_file())
+    if task == Task.image_classification:
+        if fmt == "onnx-image" or not has("model.safetensors"):
+            return ["onnx-image"]
+        return ["torch-image", "onnx-image"] if has("model.onnx") else ["torch-image"]
+    if task == Task.text_generation:
+        if fmt == "onnx-causal-lm" or (fmt != "transformers-causal-lm" and has("model.onnx")):
+            return ["onnx-causal-lm"]
+        if node.kind == "qlora-4bit" or has_quantization(art):
+            return ["causal-lm-4bit-adapter" if root == "nf4-base" else "causal-lm-4bit"]
+        return ["causal-lm"]
+    names = [_usage_name(node, fmt)]
+    if node.kind == "w16a16" and has("onnx/model.onnx"):
+        names.append("onnx-subfolder")
+    return names
+
+
+def has_quantization(art: Path | None) -> bool:
+    """Whether the folder's config.json carries a (bitsandbytes) quantization_config."""
+    return art is not None and bool(_quantization_config(art))
 
 
 def _usage_name(node: Node, fmt: str) -> str:
@@ -364,7 +452,7 @@ def _precision(node: Node, prov: dict, recipe: dict) -> str:
     return dtype
 
 
-def _tags(node: Node, prov: dict, recipe: dict) -> list[str]:
+def _tags(node: Node, prov: dict, recipe: dict, art: Path | None = None) -> list[str]:
     tags = ["modelzoo", node.kind, _precision(node, prov, recipe), node.target]
     dtype = prov.get("dtype")
     if dtype and dtype not in tags:
@@ -373,8 +461,21 @@ def _tags(node: Node, prov: dict, recipe: dict) -> list[str]:
         tags.append("distillation")
     if node.kind == "qlora-4bit":
         tags += ["4-bit", "bitsandbytes", "qlora"]
-    if prov.get("format") == "onnx" or node.kind == "w16a16":
+    if node.kind == "pruned":
+        tags.append("pruning")
+    if node.kind == "qat":
+        tags.append("quantization-aware-training")
+    quant = prov.get("quantization")
+    if isinstance(quant, dict) and quant.get("format") == "QDQ":
+        tags.append("static-quantization")
+    elif isinstance(quant, dict) and quant.get("method") == "onnxruntime-dynamic":
+        tags.append("dynamic-quantization")
+    fmt = str(prov.get("format", ""))
+    has_onnx = art is not None and ((art / "model.onnx").is_file() or (art / "onnx" / "model.onnx").is_file())
+    if fmt.startswith("onnx") or (node.kind == "w16a16" and (has_onnx or art is None)):
         tags.append("onnx")
+    if fmt == "torch-image":
+        tags += ["efficientnet-lite", "safetensors"]
     return list(dict.fromkeys(tags))
 
 
@@ -385,13 +486,55 @@ def upstream(loaded: Loaded, model_id: str) -> Upstream:
     if src.scheme == "hub":
         return Upstream(src.name, src.name, f"fine-tuned from [{src.name}](https://huggingface.co/{src.name}).")
     where = f"`{model.base.source}`" + (f" (sha256 `{model.base.sha256[:12]}…`)" if model.base.sha256 else "")
-    found = _upstream_name(_base_folder(loaded, model_id))
+    folder = _base_folder(loaded, model_id)
+    if folder is not None and folder.is_file() and folder.suffix.lower() == ".gguf":
+        found, how = gguf_upstream(folder)
+        if found:
+            return Upstream(found, found, f"fine-tuned from [{found}](https://huggingface.co/{found}) by way of "
+                                          f"its GGUF file {where}, dequantized to fp32 ({how}).")
+        return Upstream(None, "<path to the base model folder>",
+                        f"fine-tuned from the GGUF file at {where}, dequantized to fp32; {how}, so `base_model` is "
+                        "left out of the metadata.")
+    found = _upstream_name(folder)
     ref = found or (src.name if src.scheme == "file" else "<path to the base model folder>")
     if found:
         return Upstream(found, ref, f"fine-tuned from [{found}](https://huggingface.co/{found}), "
                                     f"taken from {where}.")
     return Upstream(None, ref, f"fine-tuned from the base model at {where}, which names no Hub repository, so "
                                "`base_model` is left out of the metadata.")
+
+
+_HF_URL = re.compile(r"https?://huggingface\.co/([\w-][\w.-]*/[\w.-]+?)(?:/|$)")
+_GGUF_ENCODING = re.compile(r"[.-](?:[IT]?Q\d[\w]*|F16|F32|BF16)$", re.I)
+
+
+def gguf_upstream(path: Path) -> tuple[str | None, str]:
+    """The Hub repo a GGUF file was converted from, read from its metadata, and how it was found (or why not).
+
+    In order: a Hugging Face URL in ``general.base_model.0.repo_url`` / ``general.source.url`` /
+    ``general.url``; else ``general.organization`` plus the file name without its encoding suffix (llama.cpp names
+    files ``<BaseName>-<SizeLabel>-<FineTune>.<Encoding>.gguf``), accepted only when that name holds the metadata's
+    ``general.basename`` and ``general.size_label``.
+    """
+    try:
+        from gguf import GGUFReader
+
+        fields = GGUFReader(path).fields
+        meta = {k: fields[k].contents() for k in fields if k.startswith("general.")}
+    except (ImportError, OSError, ValueError, KeyError, RuntimeError) as e:
+        return None, f"its metadata could not be read ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    for key in ("general.base_model.0.repo_url", "general.source.url", "general.url", "general.repo_url"):
+        if isinstance(meta.get(key), str) and (m := _HF_URL.match(meta[key])):
+            return m.group(1), f"`{key}` in its metadata"
+    org, basename, size = (meta.get(k) for k in ("general.organization", "general.basename", "general.size_label"))
+    stem = _GGUF_ENCODING.sub("", path.name.removesuffix(path.suffix))
+    if (isinstance(org, str) and isinstance(basename, str) and isinstance(size, str) and re.fullmatch(r"[\w-]+", org)
+            and re.fullmatch(r"[\w.-]+", stem) and basename.lower() in stem.lower() and size.lower() in stem.lower()):
+        return f"{org}/{stem}", (f"`general.organization` {org!r} in its metadata and the file name {path.name!r}, "
+                                 f"which holds `general.basename` {basename!r} and `general.size_label` {size!r}")
+    named = meta.get("general.name")
+    return None, (f"its metadata names the model {named!r} but no Hub repository" if named
+                  else "its metadata names no Hub repository")
 
 
 def _base_folder(loaded: Loaded, model_id: str) -> Path | None:
@@ -443,30 +586,98 @@ def _dataset(loaded: Loaded, model_id: str) -> dict[str, Any]:
 
 
 def _example(loaded: Loaded, model_id: str) -> str:
-    """A real input from the test split, for snippets and the demo."""
+    """A real input from the test split, for snippets and the demo (for images: what example.png shows)."""
+    if loaded.model(model_id).task == Task.image_classification:
+        return f"a test-split image labelled {example_images(loaded, model_id, 1)[0][1]!r}"
     return examples(loaded, model_id, 1)[0]
 
 
 def examples(loaded: Loaded, model_id: str, n: int, max_chars: int = 300) -> list[str]:
-    """Up to ``n`` short texts from the test split, alternating over labels where there are labels."""
+    """Up to ``n`` short texts from the test split: for classification alternating over labels where there are
+    labels; for text generation the opening words of held-out passages, as prompts to continue.
+
+    Raises:
+        ZooError: the task takes images, or no test row is short enough.
+    """
+    model = loaded.model(model_id)
+    field = f"models.{model_id}.dataset"
+    if model.task == Task.image_classification:
+        raise ZooError(f"models.{model_id}.task: image-classification inputs are images: use example_images")
+    if model.task == Task.text_generation:
+        from zoo.lm.data import load_splits as load_texts
+
+        prompts = [_opening(t, max_chars) for t in load_texts(model.dataset, loaded.root, field).test]
+        out = list(dict.fromkeys(p for p in prompts if p))[:n]
+        if not out:
+            raise ZooError(f"{field}: no held-out passage has words to use as an example prompt")
+        return out
     from zoo.data import load_splits
 
-    splits = load_splits(loaded.model(model_id), loaded.root, f"models.{model_id}.dataset")
+    splits = load_splits(model, loaded.root, field)
     test = splits.test
     pool = [(t, lbl) for t, lbl in zip(test.inputs, test.labels or [None] * len(test), strict=True)
             if isinstance(t, str) and 0 < len(t.strip()) <= max_chars]
     if not pool:
-        raise ZooError(f"models.{model_id}.dataset: no test row of at most {max_chars} characters to use as an "
-                       "example input")
+        raise ZooError(f"{field}: no test row of at most {max_chars} characters to use as an example input")
     by_label: dict[Any, list[str]] = {}
     for t, lbl in pool:
         by_label.setdefault(lbl, []).append(" ".join(t.split()))
-    out: list[str] = []
+    return _alternate(by_label, n)
+
+
+PROMPT_WORDS = 8  # words of a held-out passage used as a text-generation prompt
+
+
+def _opening(text: str, max_chars: int) -> str:
+    words = " ".join(text.split()).split(" ")[:PROMPT_WORDS]
+    while words and len(" ".join(words)) > max_chars:
+        words.pop()
+    return " ".join(words)
+
+
+def _alternate(by_label: dict[Any, list[Any]], n: int) -> list[Any]:
+    out: list[Any] = []
     while len(out) < n and any(by_label.values()):
         for lbl in list(by_label):
             if by_label[lbl] and len(out) < n:
                 out.append(by_label[lbl].pop(0))
     return out
+
+
+def example_images(loaded: Loaded, model_id: str, n: int) -> list[tuple[Any, str]]:
+    """Up to ``n`` test-split images as ``(uint8 [H, W, 3] array, label name)``, alternating over labels.
+
+    Raises:
+        ZooError: the dataset cannot be read, or its test split is empty.
+    """
+    from zoo.vision.data import load_image_splits
+
+    field = f"models.{model_id}.dataset"
+    splits = load_image_splits(loaded.model(model_id).dataset, loaded.root, field)
+    by_label: dict[str, list[tuple[Any, str]]] = {}
+    for image, label in zip(splits.test.images, splits.test.labels, strict=True):
+        name = splits.label_names[int(label)]
+        by_label.setdefault(name, []).append((image, name))
+    out = _alternate(by_label, n)
+    if not out:
+        raise ZooError(f"{field}.split: the test split is empty, so there is no example image")
+    return out
+
+
+def save_png(image: Any, path: Path) -> None:
+    """Write a uint8 [H, W, 3] image as PNG (grayscale when its three channels are equal)."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(image, dtype=np.uint8)
+    gray = arr.ndim == 3 and arr.shape[-1] == 3 and (arr == arr[..., :1]).all()
+    Image.fromarray(arr[..., 0] if gray else arr).save(path, format="PNG")
+
+
+def code_dir(loaded: Loaded) -> Path:
+    """Standalone code staged into repos and Spaces (``cards/code/``): a project's own, else modelzoo's."""
+    own = loaded.root / "cards" / "code" / VISION_MODULE
+    return own.parent if own.is_file() else TEMPLATES / "code"
 
 
 # ---------------------------------------------------------------- the family card

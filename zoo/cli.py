@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -44,6 +45,13 @@ def handled(fn):
             for line in str(e).splitlines() or ["error"]:
                 print(_LOADED[-1].locate(line) if _LOADED else line, file=sys.stderr)
             raise typer.Exit(e.exit_code) from None
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                print(f"disk full while writing {e.filename or 'the store'}: free some space and run the same "
+                      "command again (nothing half-written was kept)", file=sys.stderr)
+            else:
+                print(f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted: nothing half-written was kept; run the same command again to resume",
                       markup=False)

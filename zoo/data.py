@@ -85,19 +85,35 @@ def load_rows(ds: Dataset, root: Path, field: str) -> tuple[list[str], list[str]
     return texts, labels, sha
 
 
-def load_splits(model: Model, root: Path, field: str = "dataset") -> Splits:
-    """Read the dataset of ``model`` and split it with its seed.
+def load_splits(model: Model, root: Path, field: str = "dataset") -> Any:
+    """Read the dataset of ``model`` and split it with its seed, in the form its task needs.
 
-    Rows whose label is not in ``dataset.labels`` are dropped; train and test never share a row; calibration rows
-    come from train. Raises ZooError when a column is missing or there are too few rows for the split.
+    Text classification gives :class:`Splits` (below); image classification
+    :class:`zoo.vision.data.ImageSplits`; text generation :class:`zoo.lm.data.TextSplits`. Each is read once per
+    process and dataset entry. The loader is the task handler's (``zoo.tasks.TASKS``).
+
+    Raises:
+        ZooError: the source cannot be had or read, a column is missing, or there are too few rows for the split.
     """
-    key = (model.dataset.model_dump_json(), str(root))
+    from zoo.tasks import handler
+
+    key = (model.task.value, model.dataset.model_dump_json(), str(root))
     if key not in _CACHE:
-        _CACHE[key] = _split(model.dataset, root, field)
+        _CACHE[key] = handler(model.task).load_splits(model, root, field)
     return _CACHE[key]
 
 
-_CACHE: dict[tuple[str, str], Splits] = {}
+def load_labelled_splits(ds: Dataset, root: Path, field: str = "dataset") -> Splits:
+    """The text-classification split of a table: rows whose label is not in ``dataset.labels`` are dropped; train
+    and test never share a row; calibration rows come from train.
+
+    Raises:
+        ZooError: a column is missing or there are too few rows for the split.
+    """
+    return _split(ds, root, field)
+
+
+_CACHE: dict[tuple[str, str, str], Any] = {}
 
 
 def _split(ds: Dataset, root: Path, field: str) -> Splits:

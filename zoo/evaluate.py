@@ -1,5 +1,10 @@
 """Evaluate built variants: task metrics on the test split, the accuracy gate, and performance on this machine.
 
+What the metrics and the timed inputs are depends on the model's task and comes from its handler in ``zoo.tasks``
+(accuracy / macro-F1 for text, top-1 for images, perplexity and next-word exact match for causal LMs); the gate, the
+results.json layout, the machine fingerprint and the fresh process per performance run are the same for every task.
+A lower-is-better gate metric (perplexity) is compared as reference / value, so a ratio below 1 is always worse.
+
 Each variant's ``results.json`` sits beside its artifact. It is reused while its ``eval_hash`` — artifact hash,
 evaluation spec, the gate reference's metrics, zoo version — is unchanged. References are evaluated before the
 variants gated against them, so a gate always compares two results computed on the same test rows.
@@ -7,26 +12,21 @@ variants gated against them, so a gate always compares two results computed on t
 
 from __future__ import annotations
 
-import gc
-import random
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import zoo
-from zoo import machine, metrics, perf
+from zoo import machine, metrics, perf, tasks
 from zoo import progress as progress_mod
-from zoo.data import Split, load_splits
-from zoo.errors import ZooError
 from zoo.plan import Node, digest, make
 from zoo.registry import Loaded
-from zoo.registry.schema import Device, Model, Task
+from zoo.registry.schema import Device, Model
 from zoo.status import read_results
 from zoo.store import Store, write_json
 
 # Bump when the meaning or layout of results.json changes, so every result is recomputed.
 EVAL_FORMAT = 1
-EVAL_BATCH = 32  # rows per forward pass when computing metrics (latency uses evaluation.batch_size)
 
 
 def evaluate(loaded: Loaded, store: Store, nodes: list[Node], force: bool = False, log=print) -> dict[str, dict]:
@@ -40,7 +40,7 @@ def evaluate(loaded: Loaded, store: Store, nodes: list[Node], force: bool = Fals
         ``{node.key: results}`` for every node evaluated or reused, in evaluation order.
 
     Raises:
-        ZooError: the task cannot be evaluated, an artifact does not load, or a performance run failed.
+        ZooError: an artifact does not load or does not fit its dataset, or a performance run failed.
     """
     every = {n.key: n for n in make(loaded)}
     order = _order(loaded, store, nodes, every, log)
@@ -77,15 +77,13 @@ def eval_hash(loaded: Loaded, node: Node, ref: str | None, ref_results: dict | N
     })[:16]
 
 
-def eval_rows(model: Model, loaded: Loaded, model_id: str) -> Split:
-    """The declared test split, capped at ``evaluation.samples`` rows chosen with ``evaluation.seed``."""
-    test = load_splits(model, loaded.root, f"models.{model_id}.dataset").test
-    n = model.evaluation.samples
-    if n is None or n >= len(test):
-        return test
-    keep = sorted(random.Random(model.evaluation.seed).sample(range(len(test)), n))
-    return Split([test.inputs[i] for i in keep], [test.labels[i] for i in keep] if test.labels else None,
-                 [test.indices[i] for i in keep])
+def eval_rows(model: Model, loaded: Loaded, model_id: str) -> Any:
+    """The declared test split, capped at ``evaluation.samples`` rows chosen with ``evaluation.seed``.
+
+    Its type is the task's: a :class:`zoo.data.Split` of texts, a :class:`zoo.vision.data.ImageSplit`, or the
+    held-out chunks of a causal-LM text (:class:`zoo.tasks.text_generation.TextRows`).
+    """
+    return tasks.handler(model.task).test_rows(model, loaded.root, f"models.{model_id}.dataset")
 
 
 def _reference(model: Model, node: Node) -> str | None:
@@ -122,52 +120,42 @@ def _order(loaded: Loaded, store: Store, nodes: list[Node], every: dict[str, Nod
 
 def _evaluate_one(loaded: Loaded, store: Store, node: Node, ref: str | None, ref_results: dict | None, eh: str,
                   status, log) -> dict[str, Any]:
-    from zoo import formats
-
     model = loaded.model(node.model_id)
-    if model.task != Task.text_classification:
-        raise ZooError(f"models.{node.model_id}.task: evaluating {model.task} is not supported yet; "
-                       "only text-classification variants can be evaluated")
+    handler = tasks.handler(model.task)
     ev = model.evaluation
     target = loaded.registry.targets[node.target]
     fp = machine.fingerprint()
     on_target, why = machine.matches(target, fp)
-    device = "cuda" if target.device == Device.gpu and fp["gpu"] else "cpu"
-    splits = load_splits(model, loaded.root, f"models.{node.model_id}.dataset")
-    rows = eval_rows(model, loaded, node.model_id)
+    device = "cuda" if target.device == Device.gpu and fp["gpu"] and handler.gpu else "cpu"
+    field = f"models.{node.model_id}.dataset"
     artifact = store.artifact(node.hash)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
 
-    log(f"evaluating {node.key} on {len(rows)} test rows ({device})")
-    clf = formats.load_classifier(artifact, device=device)
-    _check_labels(clf.label_names, splits.label_names, node)
-    preds = clf.predict(rows.inputs, ev.seq_len, EVAL_BATCH).argmax(axis=1).tolist()
-    del clf
-    gc.collect()
-    names = [m.value for m in ev.metrics]
-    n_classes = len(splits.label_names or [])
-    scores = metrics.classification(names, rows.labels, preds, n_classes)
-    folds = metrics.kfold(names, rows.labels, preds, ev.kfold, ev.seed, n_classes) if ev.kfold else None
+    rows = handler.test_rows(model, loaded.root, field)
+    log(f"evaluating {node.key} ({model.task}) on {len(rows)} test rows ({device})")
+    scores = handler.evaluate(artifact, model, loaded.root, field, device, node.key)
     eval_seconds = time.perf_counter() - t0
 
     status(f"{node.key}: performance")
-    measured = perf.measure(artifact, ev.batch_size, ev.seq_len, ev.repeats, device=device)
+    measured = perf.measure(artifact, ev.batch_size, ev.seq_len, ev.repeats, device=device, task=model.task.value)
     note = (f"measured on target {node.target} ({fp['name']})" if on_target else
             f"not measured on target {node.target}; measured on {fp['name']} ({why})")
     results = {
         "model": node.model_id,
         "variant": node.variant_id,
         "kind": node.kind,
+        "task": model.task.value,
         "target": node.target,
         "hash": node.hash,
         "eval_hash": eh,
-        "metrics": scores,
-        "samples": len(rows),
+        "metrics": scores.metrics,
+        "samples": scores.samples,
         "seed": ev.seed,
-        "test": {**splits.describe("test"), "samples": len(rows), "indices_sha256": rows.indices_hash()},
-        "kfold": folds,
-        "gate": _gate(model, node, ref, ref_results, scores),
+        "test": scores.test,
+        "kfold": scores.kfold,
+        "details": scores.details,
+        "gate": _gate(model, node, ref, ref_results, scores.metrics),
         "perf": {"measured_on": fp["name"], "on_target": on_target, "note": note, **measured},
         "machine": fp,
         "evaluated_at": started.isoformat(timespec="seconds"),
@@ -177,7 +165,7 @@ def _evaluate_one(loaded: Loaded, store: Store, node: Node, ref: str | None, ref
     gate = results["gate"]
     verdict = "no gate" if "ratio" not in gate else f"gate {'pass' if gate['passed'] else 'FAILED'} " \
                                                     f"({gate['ratio']:.4f} vs {gate['min_ratio']})"
-    log(f"{node.key}: {', '.join(f'{k}={v:.4f}' for k, v in scores.items())}; {verdict}")
+    log(f"{node.key}: {', '.join(f'{k}={v:.4f}' for k, v in scores.metrics.items())}; {verdict}")
     return results
 
 
@@ -199,10 +187,3 @@ def _gate(model: Model, node: Node, ref: str | None, ref_results: dict | None, s
     r = metrics.ratio(metric, value, reference)
     return {"metric": metric, "of": ref, "value": value, "reference": reference, "ratio": round(r, 6),
             "min_ratio": gate.min_ratio, "passed": r >= gate.min_ratio}
-
-
-def _check_labels(artifact_labels: list[str] | None, data_labels: list[str] | None, node: Node) -> None:
-    generic = artifact_labels is not None and all(lbl == f"LABEL_{i}" for i, lbl in enumerate(artifact_labels))
-    if artifact_labels and data_labels and not generic and artifact_labels != data_labels:
-        raise ZooError(f"{node.key}: the artifact's labels {artifact_labels} are not the dataset's {data_labels}: "
-                       f"rebuild it with `zoo build {node.key} --force`")

@@ -1,8 +1,10 @@
-"""Load any built classifier artifact, whatever its format, behind one small API (used by eval, cards and Spaces).
+"""Artifact formats: which task each serves, and the text-classifier loader behind one small API.
 
 ``load_classifier(dir)`` reads the artifact's ``provenance.json`` ("format", "dtype") and returns a
 :class:`Classifier` whose ``logits(texts, max_length)`` gives a numpy array, so callers never branch on runtimes.
 A folder without provenance (a pulled repo's ``onnx/`` subfolder, an optimum export) is recognised by its files.
+Image classifiers load with :func:`zoo.vision.load_image_classifier` and causal LMs with
+:func:`zoo.lm.load_generator`; :func:`task_of` says which family an artifact folder belongs to.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ import numpy as np
 from zoo.errors import ZooError
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# every artifact format a technique writes, and the task (registry ``task:``) whose loader reads it
+FORMAT_TASKS = {
+    "transformers": "text-classification",
+    "onnx": "text-classification",
+    "torch-image": "image-classification",
+    "onnx-image": "image-classification",
+    "transformers-causal-lm": "text-generation",
+    "onnx-causal-lm": "text-generation",
+}
 
 
 def threads() -> int:
@@ -40,6 +51,34 @@ def detect_format(artifact_dir: Path) -> str:
     if fmt:
         return fmt
     return "onnx" if (artifact_dir / "model.onnx").is_file() else "transformers"
+
+
+def task_of(artifact_dir: Path) -> str:
+    """The task an artifact folder serves: from provenance's format, else from what its config.json holds.
+
+    A vision config.json carries "architecture" (and "format"); a causal LM's names a ``*ForCausalLM`` class.
+    Anything else is taken for a text classifier, whose loader reports a folder that is not one.
+    """
+    fmt = read_provenance(artifact_dir).get("format")
+    if fmt in FORMAT_TASKS:
+        return FORMAT_TASKS[fmt]
+    config_path = artifact_dir / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    if config.get("format") in FORMAT_TASKS:
+        return FORMAT_TASKS[config["format"]]
+    if "architecture" in config:
+        return "image-classification"
+    if any(str(a).endswith("ForCausalLM") for a in config.get("architectures") or []):
+        return "text-generation"
+    return "text-classification"
+
+
+def onnx_params(path: Path) -> int:
+    """Elements of every non-scalar initializer of an ONNX graph (its weights), without loading external data."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) > 0)
 
 
 class Classifier:
@@ -134,10 +173,7 @@ class OnnxClassifier(Classifier):
         from_prov = read_provenance(self.artifact_dir).get("params_count")
         if from_prov:
             return int(from_prov)
-        import onnx
-
-        graph = onnx.load(str(self.artifact_dir / "model.onnx"), load_external_data=False).graph
-        return sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) > 0)
+        return onnx_params(self.artifact_dir / "model.onnx")
 
 
 def load_classifier(artifact_dir: Path, device: str = "cpu") -> Classifier:
@@ -159,7 +195,7 @@ def load_classifier(artifact_dir: Path, device: str = "cpu") -> Classifier:
     prov = read_provenance(artifact_dir)
     fmt = detect_format(artifact_dir)
     dtype = prov.get("dtype") or _config_dtype(artifact_dir)
-    _set_threads()
+    set_threads()
     try:
         if fmt == "transformers":
             return _load_torch(artifact_dir, dtype, device)
@@ -221,7 +257,8 @@ def _bnb_cpu_fallback(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def _set_threads() -> None:
+def set_threads() -> None:
+    """Give torch :func:`threads` intra-op threads (ONNX Runtime sessions take theirs in their options)."""
     import torch
 
     n = threads()

@@ -1,9 +1,12 @@
 """Performance of one artifact, measured in a fresh process so no other variant's memory or caches count.
 
-``measure()`` runs ``python -m zoo.perf ARTIFACT_DIR --batch N --seq-len L --repeats R`` and reads the JSON it
-prints: size on disk, parameters, latency p50/p95 at batch 1 and batch N on inputs padded to the declared sequence
-length, throughput, and peak resident memory. Each batch size gets warm-up runs first; a slow runtime (fp16 on a
-CPU) stops after ``--budget-s`` seconds per batch size with at least 3 timed runs, and says how many it did.
+``measure()`` runs ``python -m zoo.perf ARTIFACT_DIR --task T --batch N --seq-len L --repeats R`` and reads the
+JSON it prints: size on disk, parameters, latency p50/p95 at batch 1 and batch N, throughput, and peak resident
+memory. What one timed call does comes from the task's handler (``zoo.tasks``) and is recorded as "timed": token
+ids padded to the declared sequence length (text classification), a forward pass over that many tokens (text
+generation), or images at the artifact's input size (image classification). Each batch size gets warm-up runs
+first; a slow runtime (fp16 on a CPU) stops after ``--budget-s`` seconds per batch size with at least 3 timed runs,
+and says how many it did.
 """
 
 from __future__ import annotations
@@ -22,18 +25,22 @@ from zoo.errors import ZooError
 EXCLUDED = {"provenance.json", "results.json"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".pt", ".gguf")
 MIN_REPEATS = 3
-SAMPLE_TEXT = "the film was a quiet and moving story, warm and funny, with a cast that carries every scene " * 16
 
 
 def measure(artifact_dir: Path, batch: int, seq_len: int, repeats: int, device: str = "cpu",
-            budget_s: float = 60.0, timeout_s: float = 1800.0) -> dict[str, Any]:
+            budget_s: float = 60.0, timeout_s: float = 1800.0, task: str | None = None) -> dict[str, Any]:
     """Measure ``artifact_dir`` in a child process and return its figures.
+
+    Args:
+        task: the registry task whose handler loads and times the artifact; None: recognised from its files.
 
     Raises:
         ZooError: the child failed or timed out; the message carries the last line of its stderr.
     """
     cmd = [sys.executable, "-m", "zoo.perf", str(artifact_dir), "--batch", str(batch), "--seq-len", str(seq_len),
            "--repeats", str(repeats), "--device", device, "--budget-s", str(budget_s)]
+    if task:
+        cmd += ["--task", str(task)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -98,17 +105,24 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
-def run(artifact_dir: Path, batch: int, seq_len: int, repeats: int, device: str, budget_s: float) -> dict[str, Any]:
-    """The measurement itself, in this process (``measure`` calls it through a child process)."""
+def run(artifact_dir: Path, batch: int, seq_len: int, repeats: int, device: str, budget_s: float,
+        task: str | None = None) -> dict[str, Any]:
+    """The measurement itself, in this process (``measure`` calls it through a child process).
+
+    Raises:
+        ZooError: the folder is not a built artifact of ``task``, or it does not load.
+    """
     if not (artifact_dir / "config.json").is_file():
         raise ZooError(f"{artifact_dir}: no config.json: not a built artifact")
     import torch  # noqa: F401  (imported before the baseline so its memory is not counted as the model's)
 
-    from zoo import formats
+    from zoo import formats, tasks
 
+    task = task or formats.task_of(artifact_dir)
+    handler = tasks.handler(task)
     baseline = _rss_mb()
     t0 = time.perf_counter()
-    clf = formats.load_classifier(artifact_dir, device=device)
+    model = handler.perf_model(artifact_dir, device, seq_len)
     load_s = time.perf_counter() - t0
     warmup = max(2, repeats // 10)
     latency = {}
@@ -116,29 +130,30 @@ def run(artifact_dir: Path, batch: int, seq_len: int, repeats: int, device: str,
         if n == 1 and key == "batch_N":
             latency[key] = dict(latency["batch_1"])
             continue
-        inputs = clf.encode([SAMPLE_TEXT] * n, seq_len, pad_to_max=True)
-        samples = _time(lambda inputs=inputs: clf.forward(inputs), repeats, budget_s, warmup)
+        samples = _time(model.runner(n), repeats, budget_s, warmup)
         latency[key] = {**percentiles(samples), "batch": n}
     total, weights = disk_size(artifact_dir)
     out = {
         "size_bytes": total,
         "weights_bytes": weights,
-        "params": clf.params_count(),
+        "params": model.params,
         "latency_ms": latency,
-        "seq_len": seq_len,
+        **model.inputs,
+        "task": str(task),
+        "timed": model.timed,
         "throughput_per_s": round(batch * 1000 / latency["batch_N"]["p50"], 2),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
         "baseline_rss_mb": round(baseline, 1),
         "load_seconds": round(load_s, 3),
-        "runtime": clf.runtime,
-        "dtype": clf.dtype,
-        "device": device,
+        "runtime": model.runtime,
+        "dtype": model.dtype,
+        "device": device if handler.gpu else "cpu",
         "threads": formats.threads(),
         # other processes competing for the cores slow every figure above; a load near the core count or above it
         # means the machine was shared while measuring
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
-    if device != "cpu":
+    if device != "cpu" and handler.gpu:
         import torch
 
         out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -153,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--budget-s", type=float, default=60.0, help="Stop timing a batch size after this long.")
+    ap.add_argument("--task", default=None, help="Registry task (e.g. image-classification); default: from files.")
     a = ap.parse_args(argv)
     try:
-        result = run(a.artifact_dir, a.batch, a.seq_len, a.repeats, a.device, a.budget_s)
+        result = run(a.artifact_dir, a.batch, a.seq_len, a.repeats, a.device, a.budget_s, a.task)
     except ZooError as e:
         print(str(e), file=sys.stderr)
         return 1

@@ -38,9 +38,10 @@ class Finetune(Technique):
         splits = ctx.splits()
         id2label, label2id = _train.label_maps(splits.label_names)
         _train.seed_everything(p.seed)
-        tokenizer = AutoTokenizer.from_pretrained(ctx.parent_dir)
+        remote = ctx.model.trust_remote_code  # off unless the registry entry says so
+        tokenizer = AutoTokenizer.from_pretrained(ctx.parent_dir, trust_remote_code=remote)
         model = AutoModelForSequenceClassification.from_pretrained(
-            ctx.parent_dir, num_labels=len(id2label), id2label=id2label, label2id=label2id)
+            ctx.parent_dir, num_labels=len(id2label), id2label=id2label, label2id=label2id, trust_remote_code=remote)
         if p.method == "lora":
             model = _with_lora(model, p)
         batches = _train.tokenize_batches(tokenizer, splits.train.inputs, splits.train.labels, p.batch_size,

@@ -56,7 +56,7 @@ class Qlora(Technique):
         id2label, label2id = _train.label_maps(splits.label_names)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         _train.seed_everything(p.seed)
-        tokenizer = AutoTokenizer.from_pretrained(ctx.parent_dir)
+        tokenizer = AutoTokenizer.from_pretrained(ctx.parent_dir, trust_remote_code=ctx.model.trust_remote_code)
         model, backend, reason = trainable_model(ctx, p, id2label, label2id, device)
         batches = _train.tokenize_batches(tokenizer, splits.train.inputs, splits.train.labels, p.batch_size,
                                           p.max_length, shuffle=True, seed=p.seed)
@@ -73,7 +73,7 @@ class Qlora(Technique):
         adapter_logits = logits(model, tokenizer, check_rows, p.max_length, device)
         del model
         merged_params = merge_to_4bit(ctx.parent_dir, adapter_dir, ctx.out_dir, quantization_config(p), id2label,
-                                      label2id)
+                                      label2id, trust_remote_code=ctx.model.trust_remote_code)
         tokenizer.save_pretrained(ctx.out_dir)
         check = compare_merged(ctx.out_dir, adapter_logits, check_rows, tokenizer, p.max_length)
         if check["agreement"] < p.min_merge_agreement:
@@ -111,7 +111,7 @@ def trainable_model(ctx: BuildContext, p: QloraParams, id2label: dict, label2id:
             backend, reason = "peft", f"unsloth cannot train this model: {str(e).splitlines()[0][:200]}"
             ctx.log(f"{ctx.model_id}:{ctx.variant_id}: {reason}; using peft")
     if model is None:
-        model = _peft_model(ctx.parent_dir, p, id2label, label2id, device)
+        model = _peft_model(ctx.parent_dir, p, id2label, label2id, device, ctx.model.trust_remote_code)
     guard_cpu_kernel(model)
     return model, backend, reason
 
@@ -158,14 +158,16 @@ def head_modules(model: Any) -> list[str]:
     return heads
 
 
-def _peft_model(base: Path, p: QloraParams, id2label: dict, label2id: dict, device: str) -> Any:
+def _peft_model(base: Path, p: QloraParams, id2label: dict, label2id: dict, device: str,
+                trust_remote_code: bool = False) -> Any:
     import torch
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=len(id2label), id2label=id2label, label2id=label2id,
-        quantization_config=quantization_config(p), device_map={"": device}, dtype=torch.float32)
+        quantization_config=quantization_config(p), device_map={"": device}, dtype=torch.float32,
+        trust_remote_code=trust_remote_code)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=p.gradient_checkpointing)
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout,
                         target_modules=p.target_modules, modules_to_save=head_modules(model))
@@ -235,7 +237,8 @@ def logits(model: Any, tokenizer: Any, texts: list[str], max_length: int, device
     return torch.cat(out)
 
 
-def merge_to_4bit(base: Path, adapter_dir: Path, out_dir: Path, qconfig: Any, id2label: dict, label2id: dict) -> int:
+def merge_to_4bit(base: Path, adapter_dir: Path, out_dir: Path, qconfig: Any, id2label: dict, label2id: dict,
+                  trust_remote_code: bool = False) -> int:
     """Merge the adapter into the fp32 base, then quantize the merged weights to NF4 and save them in ``out_dir``.
 
     Merging into the full-precision weights and quantizing once keeps the low-rank update, which merging into the
@@ -248,7 +251,8 @@ def merge_to_4bit(base: Path, adapter_dir: Path, out_dir: Path, qconfig: Any, id
     from zoo.techniques._train import params_count
 
     full = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=len(id2label), id2label=id2label, label2id=label2id, dtype=torch.float32)
+        base, num_labels=len(id2label), id2label=id2label, label2id=label2id, dtype=torch.float32,
+        trust_remote_code=trust_remote_code)
     merged = PeftModel.from_pretrained(full, adapter_dir).merge_and_unload()
     count = params_count(merged)
     with tempfile.TemporaryDirectory(prefix="zoo-qlora-merge-") as tmp:
