@@ -14,6 +14,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -81,8 +82,9 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}/"
     env = {**os.environ, "ZOO_LOCAL_HUB": str(store.hub), "GRADIO_SERVER_NAME": "127.0.0.1",
            "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=folder, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    # the app's log goes to a file: an unread pipe fills up and blocks the server's event loop mid-run
+    log = tempfile.NamedTemporaryFile(prefix="space-load-", suffix=".log", delete=False)  # noqa: SIM115 (kept)
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_ready(url, proc)
         print(f"Space {model}: {len(config['variants'])} variants, queue max_size {config['queue_size']}, "
@@ -94,6 +96,7 @@ def main() -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.close()
     latencies = [x for lat, _ in runs for x in lat]
     errors = [e for _, errs in runs for e in errs]
     total = args.clients * args.requests
@@ -105,6 +108,7 @@ def main() -> int:
               "includes time waiting in the queue)")
     for e in sorted(set(errors))[:5]:
         print(f"error x{errors.count(e)}: {e}")
+    print(f"app log: {log.name}")
     return 1 if errors else 0
 
 

@@ -3,7 +3,8 @@
 ``tiny_vision_zoo`` / ``tiny_lm_zoo``: a fresh copy of the project, returns its registry.yaml (store in
 <project>/.zoo). ``built_tiny_vision_zoo`` / ``built_tiny_lm_zoo``: one session-wide copy with every variant built
 (shared: treat as read-only, copy it before changing anything). ``evaluated_tiny_vision_zoo`` /
-``evaluated_tiny_lm_zoo``: another session-wide copy of the built project with every variant evaluated.
+``evaluated_tiny_lm_zoo``: another session-wide copy of the built project with every variant evaluated by
+``zoo eval`` (read-only too).
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ def _build_all(registry_path: Path) -> Path:
 
 
 def _evaluate_all(registry_path: Path) -> Path:
-    from zoo import evaluate, plan, registry
-    from zoo.store import Store
+    """``zoo eval --all`` on the project, through the CLI (performance runs in child processes, as for users)."""
+    from typer.testing import CliRunner
 
-    loaded = registry.load(registry_path)
-    evaluate.evaluate(loaded, Store.for_registry(loaded.path), plan.make(loaded), log=lambda *_: None)
+    from zoo.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "--all", "--registry", str(registry_path)])
+    if result.exit_code != 0:
+        raise RuntimeError(f"zoo eval failed ({result.exit_code}): {result.output[-2000:]}")
     return registry_path
 
 

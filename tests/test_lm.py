@@ -46,7 +46,7 @@ def build(project: Path, technique_name: str, kind: str, params: dict, parent: P
         variant=Variant.model_validate({"kind": kind, "from": "fp32", "recipe": "r", "target": "cpu"}),
         target=Target(device="cpu"), recipe_name="r", params=technique.params.model_validate(params),
         parent_dir=parent, parent_kind=parent_kind, out_dir=out, splits=no_splits, progress=None,
-        log=lambda *_: None, extra={"root": project},
+        log=lambda *_: None, root=project,
     )
     extra = technique.build(ctx)
     assert extra["format"] in technique.formats
@@ -262,16 +262,20 @@ def test_distillation_trains_toward_the_teacher(project, finetuned, tmp_path):
     assert load_generator(tmp_path / "v").perplexity(test) < load_generator(untrained).perplexity(test)
 
 
-def test_file_dataset_without_root_is_an_error(project, tmp_path):
+def test_file_dataset_is_read_relative_to_the_registry_root(project, tmp_path):
     from zoo.errors import ZooError
     from zoo.registry.schema import Target, Variant
     from zoo.techniques import BuildContext
     from zoo.techniques.lm import text_splits
 
-    ctx = BuildContext("tiny-lm", "fp32", model_entry(), Variant(kind="fp32", recipe="r", target="cpu"),
-                       Target(device="cpu"), "r", None, project / "base", "base", tmp_path, lambda: None, None)
-    with pytest.raises(ZooError, match="registry root"):
-        text_splits(ctx)
+    def ctx(root):
+        return BuildContext("tiny-lm", "fp32", model_entry(), Variant(kind="fp32", recipe="r", target="cpu"),
+                            Target(device="cpu"), "r", None, project / "base", "base", tmp_path, lambda: None, None,
+                            root=root)
+
+    assert len(text_splits(ctx(project)).train) > 0
+    with pytest.raises(ZooError, match="not found"):
+        text_splits(ctx(tmp_path / "elsewhere"))
 
 
 def test_lm_recipes_validate():

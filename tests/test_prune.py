@@ -30,7 +30,7 @@ def _ctx(tmp_path: Path, params: dict, parent: Path, task: str, splits=None, dat
                         target=Target(device="cpu"), recipe_name="r",
                         params=Prune.params.model_validate(params), parent_dir=parent, parent_kind="fp32",
                         out_dir=out, splits=lambda: splits, progress=None, log=lambda *_: None,
-                        extra={"registry_root": str(root or tmp_path)})
+                        root=root or tmp_path)
 
 
 @pytest.fixture(scope="module")

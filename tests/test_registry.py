@@ -141,3 +141,13 @@ def test_zoo_error_is_one_line_per_problem():
     with pytest.raises(ZooError) as e:
         registry.load(BAD / "unknown-parent.yaml")
     assert len(str(e.value).splitlines()) == 1
+
+
+def test_kfold_on_text_generation_is_rejected(tmp_path):
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    text = (ROOT / "registry.yaml").read_text()
+    assert "metrics: [perplexity, exact_match]" in text
+    text = text.replace("metrics: [perplexity, exact_match]", "metrics: [perplexity, exact_match]\n      kfold: 5", 1)
+    (tmp_path / "registry.yaml").write_text(text)
+    with pytest.raises(ZooError, match="evaluation.kfold: k-fold applies to classification metrics"):
+        registry.load(tmp_path / "registry.yaml")

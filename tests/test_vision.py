@@ -200,7 +200,7 @@ def _ctx(project: dict, technique, params: dict, parent: Path, out: Path, kind: 
                         target=Target(device="cpu", isa="arm64"), recipe_name="r",
                         params=technique.params.model_validate(params), parent_dir=parent, parent_kind="fp32",
                         out_dir=out, splits=lambda: None, progress=None, log=lambda *_: None,
-                        extra={"registry_root": str(project["root"])})
+                        root=project["root"])
 
 
 def test_vision_techniques_build_loadable_artifacts(vision_project, tmp_path):

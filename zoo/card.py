@@ -176,6 +176,7 @@ def _write_variant(loaded: Loaded, store: Store, node: Node, family: list[Node])
             (out / ADAPTER_DIR / "README.md").unlink(missing_ok=True)  # peft's stub card names build paths
             _rewrite_adapter_base(out / ADAPTER_DIR, facts["adapter_base"])
         _task_extras(loaded, node, art, out)
+        (out / "README.md").unlink(missing_ok=True)  # never write through a hard link into the artifact
         (out / "README.md").write_text(str(card))
     written.append(final / "README.md")
     if has_adapter:
@@ -277,7 +278,7 @@ def _eval_results(loaded: Loaded, node: Node, results: dict | None, facts: dict[
             for name, value in results["metrics"].items() if isinstance(value, int | float)]
 
 
-METRIC_NAMES = {"top1": "top-1 accuracy", "perplexity": "perplexity (lower is better)",
+METRIC_NAMES = {"top1": "top-1 accuracy", "perplexity": "perplexity, lower is better",
                 "exact_match": "next-word exact match"}
 
 
@@ -386,7 +387,9 @@ def render_usage(loaded: Loaded, node: Node, art: Path | None, facts: dict[str, 
 def usage_names(task: Task, node: Node, fmt: str, art: Path | None, root: str | None = None) -> list[str]:
     """The snippet templates (``cards/usage/<name>.py.j2``) for a variant: its format's, plus the ONNX graph a
     w16a16 folder carries beside its PyTorch weights."""
-    has = (lambda rel: art is not None and (art / rel).is_file())
+    def has(rel: str) -> bool:
+        return art is not None and (art / rel).is_file()
+
     if task == Task.image_classification:
         if fmt == "onnx-image" or not has("model.safetensors"):
             return ["onnx-image"]
@@ -568,7 +571,9 @@ def _dataset(loaded: Loaded, model_id: str) -> dict[str, Any]:
     ds = loaded.model(model_id).dataset
     src = parse_source(ds.source)
     split = ds.split
-    rows = f"{split.train} training rows, {split.test} held-out test rows (seed {split.seed})"
+    unit = {Task.image_classification: "images", Task.text_generation: "passages"}.get(
+        loaded.model(model_id).task, "rows")
+    rows = f"{split.train} training {unit}, {split.test} held-out test {unit} (seed {split.seed})"
     if src.scheme == "hub":
         return {"hub": [src.name], "id": src.name, "name": src.name,
                 "text": f"[{src.name}](https://huggingface.co/datasets/{src.name}): {rows}."}
@@ -644,6 +649,9 @@ def _alternate(by_label: dict[Any, list[Any]], n: int) -> list[Any]:
     return out
 
 
+_TEST_IMAGES: dict[tuple[str, str], list[tuple[Any, str]]] = {}
+
+
 def example_images(loaded: Loaded, model_id: str, n: int) -> list[tuple[Any, str]]:
     """Up to ``n`` test-split images as ``(uint8 [H, W, 3] array, label name)``, alternating over labels.
 
@@ -653,10 +661,15 @@ def example_images(loaded: Loaded, model_id: str, n: int) -> list[tuple[Any, str
     from zoo.vision.data import load_image_splits
 
     field = f"models.{model_id}.dataset"
-    splits = load_image_splits(loaded.model(model_id).dataset, loaded.root, field)
+    dataset = loaded.model(model_id).dataset
+    key = (str(loaded.root), dataset.model_dump_json())
+    if key not in _TEST_IMAGES:  # every variant's card and the Space ask; read the image file once
+        splits = load_image_splits(dataset, loaded.root, field)
+        _TEST_IMAGES.clear()
+        _TEST_IMAGES[key] = [(image, splits.label_names[int(label)])
+                             for image, label in zip(splits.test.images, splits.test.labels, strict=True)]
     by_label: dict[str, list[tuple[Any, str]]] = {}
-    for image, label in zip(splits.test.images, splits.test.labels, strict=True):
-        name = splits.label_names[int(label)]
+    for image, name in _TEST_IMAGES[key]:
         by_label.setdefault(name, []).append((image, name))
     out = _alternate(by_label, n)
     if not out:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -18,8 +19,10 @@ from zoo.errors import EXIT_USAGE, UsageError, ZooError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Build, evaluate, card and publish the compressed model variants declared in registry.yaml.")
-out = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, files) gets wide tables instead of rich's 80-column default; COLUMNS still wins.
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
+out = Console(width=_WIDTH)
+err = Console(stderr=True, width=_WIDTH)
 
 RegistryOpt = Annotated[Path, typer.Option("--registry", "-r", help="The registry file.", envvar="ZOO_REGISTRY")]
 Selector = Annotated[str | None, typer.Argument(help="MODEL or MODEL:VARIANT; all default models if omitted.")]

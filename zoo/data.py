@@ -1,4 +1,8 @@
-"""Load a model's declared dataset and split it deterministically into train, test and calibration rows."""
+"""Load a model's declared dataset and split it deterministically into train, test and calibration rows.
+
+:func:`load_splits` serves every task through its handler (``zoo.tasks``); the labelled-table reader and the
+:class:`Split` / :class:`Splits` types below are text classification's.
+"""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from zoo.status import read_results
 from zoo.store import Store, write_json
 
 # Bump when the meaning or layout of results.json changes, so every result is recomputed.
-EVAL_FORMAT = 1
+EVAL_FORMAT = 2
 
 
 def evaluate(loaded: Loaded, store: Store, nodes: list[Node], force: bool = False, log=print) -> dict[str, dict]:

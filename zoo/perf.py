@@ -99,6 +99,17 @@ def _rss_mb() -> float:
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory.
+
+    On Linux it is VmHWM, the high-water mark of this process's own address space: ``getrusage``'s ru_maxrss would
+    also count the parent's resident size at fork time (the kernel carries it across exec), so every variant would
+    show at least the evaluating process's memory.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

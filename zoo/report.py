@@ -2,7 +2,9 @@
 
 Both land in ``store.reports(model)`` (``table.json`` and ``pareto.png``) for the card stage to embed. Speed-ups
 are computed only between variants measured on the same machine, and a variant measured off its target is shown
-as such — its latency is this machine's, not the target's.
+as such — its latency is this machine's, not the target's. Every task is reported the same way: the primary
+metric is the gate's (else the first declared), and for a lower-is-better one (perplexity) "ratio to fp32" is
+fp32 / variant and the Pareto front prefers lower values, so 1.0 means equal and below 1.0 worse in every table.
 """
 
 from __future__ import annotations
@@ -66,16 +68,27 @@ def family_table(loaded: Loaded, store: Store, model_id: str, nodes: list[plan.N
     _mark_pareto(rows, primary)
     return {
         "model": model_id,
+        "task": model.task.value,
         "primary_metric": primary,
+        "lower_is_better": primary in metrics.LOWER_IS_BETTER,
         "metrics": [m.value for m in model.evaluation.metrics],
         "reference": ref_id,
         "batch_size": model.evaluation.batch_size,
         "seq_len": model.evaluation.seq_len,
+        "input": _input(model.task.value, model.evaluation.seq_len, [r for r in results.values() if r]),
         "measured_on": sorted({r["measured_on"] for r in rows if r.get("measured_on")}),
         "threads": sorted({r["threads"] for r in rows if r.get("threads")}),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "rows": rows,
     }
+
+
+def _input(task: str, seq_len: int, results: list[dict]) -> str:
+    """What one latency sample's input is, in a few words: "seq 128" or "64 px images"."""
+    if task != "image-classification":
+        return f"seq {seq_len}"
+    sizes = sorted({(r.get("perf") or {}).get("image_size") for r in results} - {None})
+    return f"{'/'.join(map(str, sizes))} px images" if sizes else "images"
 
 
 def _row(node: plan.Node, store: Store, res: dict | None, ref: dict | None, primary: str) -> dict[str, Any]:
@@ -147,9 +160,11 @@ def render(table: dict[str, Any]) -> Table:
     names = table["metrics"]
     n = table["threads"]
     threads = f", {'/'.join(map(str, n))} thread{'s' if n != [1] else ''}" if n else ""
-    t = Table(title=f"{table['model']} — seq {table['seq_len']}, latency at batch 1, measured on "
+    t = Table(title=f"{table['model']} — {_table_input(table)}, latency at batch 1, measured on "
                     f"{'; '.join(table['measured_on']) or 'nothing yet'}{threads}")
-    for col in ("variant", "kind", *names, f"{table['primary_metric']} / fp32", "size MB", "p50 ms", "speed-up",
+    primary = table["primary_metric"]
+    ratio = f"fp32 / {primary}" if table.get("lower_is_better") else f"{primary} / fp32"  # ≥ 1: at least as good
+    for col in ("variant", "kind", *names, ratio, "size MB", "p50 ms", "speed-up",
                 "peak RSS MB", "target", "gate"):
         t.add_column(col, justify="right" if col not in ("variant", "kind", "target", "gate") else "left")
     for r in table["rows"]:
@@ -162,6 +177,10 @@ def render(table: dict[str, Any]) -> Table:
                   _f(r["p50_ms"], "{:.2f}"), _f(r["speedup"], "{:.2f}×"), _f(r["peak_rss_mb"], "{:.0f}"),
                   r["target"] + on, _gate(r["gate"]))
     return t
+
+
+def _table_input(table: dict[str, Any]) -> str:
+    return table.get("input") or f"seq {table['seq_len']}"  # tables written before "input" existed
 
 
 def _metric(r: dict, m: str) -> str:
@@ -217,7 +236,7 @@ def pareto_plot(table: dict[str, Any], path: Path) -> bool:
     lats = [r["p50_ms"] for r in pts]
     if min(lats) > 0 and max(lats) / min(lats) > 20:
         ax.set_xscale("log")
-    ax.set_xlabel(f"p50 latency, batch 1, seq {table['seq_len']} (ms) — measured on "
+    ax.set_xlabel(f"p50 latency, batch 1, {_table_input(table)} (ms) — measured on "
                   f"{'; '.join(table['measured_on'])}", fontsize=8)
     ax.set_ylabel(primary + (" (lower is better)" if primary in metrics.LOWER_IS_BETTER else ""))
     ax.set_title(f"{table['model']}: {primary} vs latency (marker area ∝ size; hollow = not on its target; "

@@ -7,7 +7,7 @@ from pathlib import Path
 from zoo.errors import Problem, did_you_mean
 from zoo.ids import repo_id
 from zoo.registry.recipes import Recipe, load_recipe
-from zoo.registry.schema import TASK_METRICS, Registry
+from zoo.registry.schema import TASK_METRICS, Registry, Task
 from zoo.sources import parse_source
 from zoo.yamlio import Document
 
@@ -32,6 +32,9 @@ def check(reg: Registry, doc: Document, recipes_dir: Path, recipes_display: str
                 problems.append(doc.problem((*at, "evaluation", "metrics", i),
                                             f"metric '{m}' does not apply to {model.task} "
                                             f"(use: {', '.join(sorted(metrics))})"))
+        if model.evaluation.kfold and model.task == Task.text_generation:
+            problems.append(doc.problem((*at, "evaluation", "kfold"), "k-fold applies to classification metrics, "
+                                        "not to text-generation: remove kfold"))
         problems += _check_gate(reg, doc, mid)
         for vid, variant in model.variants.items():
             vat = (*at, "variants", vid)
