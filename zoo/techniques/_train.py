@@ -7,7 +7,6 @@ loop (AdamW, linear warmup then decay, gradient clipping, a rich progress task) 
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -18,19 +17,18 @@ from zoo.errors import ZooError
 
 
 def set_threads() -> int:
-    """Size torch's intra-op pool: ``ZOO_THREADS`` if set, else the cores not already busy; returns the count.
+    """Size torch's intra-op pool: ``ZOO_THREADS`` if set, else every core this process may use; returns the count.
 
-    On a shared machine, asking OpenMP for more threads than there are idle cores makes every step wait on a
-    descheduled thread (measured: 2 threads on 2 busy cores trained 10x slower than 1), so busy cores, by the
-    1-minute load average, are left out.
+    The count is fixed rather than read from the machine's load, so the same build gets the same thread count and
+    the same floating-point results. On a machine shared with other heavy work, set ``ZOO_THREADS`` to the idle
+    cores: OpenMP threads on busy cores wait on each other (measured: 2 threads on 2 busy cores trained 10x slower
+    than 1).
     """
     import torch
 
-    env = os.environ.get("ZOO_THREADS", "").strip()
-    if env and not (env.isdigit() and int(env) > 0):
-        raise ZooError(f"ZOO_THREADS='{env}': set it to a whole number of threads, e.g. ZOO_THREADS=2")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n = int(env) if env else max(1, min(cores, cores - round(os.getloadavg()[0])))
+    from zoo.formats import threads
+
+    n = threads()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
