@@ -183,7 +183,7 @@ def plan_(registry: RegistryOpt = DEFAULT_REGISTRY,
             if changes is not None:
                 mark = next((f" [{k}]" for k in ("added", "changed") if n.key in changes[k]), "")
             label = f"{'   ' * depth}└─ {n.variant_id}"
-            print(f"  {label:<24} {n.kind:<11} {n.technique:<11} {n.target:<11} {n.hash}  {state}{mark}")
+            print(f"  {label:<24} {n.kind:<11} {n.technique:<16} {n.target:<11} {n.hash}  {state}{mark}")
     if changes is not None:
         print(f"since {since}: {len(changes['added'])} added, {len(changes['changed'])} changed, "
               f"{len(changes['removed'])} removed, {len(changes['unchanged'])} unchanged")
