@@ -33,8 +33,10 @@ def detect_format(artifact_dir: Path) -> str:
     return "onnx-causal-lm" if any(artifact_dir.glob("*.onnx")) else "transformers-causal-lm"
 
 
-def load_generator(artifact_dir: Path | str) -> Generator:
+def load_generator(artifact_dir: Path | str, threads: int | None = None) -> Generator:
     """Load the causal LM in ``artifact_dir`` (a built artifact, a pulled repo, or a converted base folder).
+
+    ``threads`` sizes an ONNX Runtime session's intra-op pool (torch's pool is set by the caller).
 
     Raises:
         ZooError: the folder has no config.json or its provenance names another format.
@@ -51,7 +53,14 @@ def load_generator(artifact_dir: Path | str) -> Generator:
     if fmt == "onnx-causal-lm":
         from optimum.onnxruntime import ORTModelForCausalLM
 
-        model = ORTModelForCausalLM.from_pretrained(artifact_dir, provider="CPUExecutionProvider")
+        options = None
+        if threads is not None:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+        model = ORTModelForCausalLM.from_pretrained(artifact_dir, provider="CPUExecutionProvider",
+                                                    session_options=options)
         return Generator(model, tokenizer, fmt, "int8" if _is_quantized_onnx(artifact_dir) else "fp32",
                          "onnxruntime")
     from transformers import AutoModelForCausalLM

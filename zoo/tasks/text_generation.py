@@ -122,30 +122,11 @@ def load(artifact_dir: Path) -> Any:
     Raises:
         ZooError: the folder is not a causal-LM artifact or does not load.
     """
-    from zoo.formats import set_threads
-    from zoo.lm.generator import detect_format, load_generator
+    from zoo.formats import set_threads, threads
+    from zoo.lm.generator import load_generator
 
     set_threads()
     try:
-        if detect_format(artifact_dir) == "onnx-causal-lm" and (artifact_dir / "config.json").is_file():
-            return _load_onnx(artifact_dir)
-        return load_generator(artifact_dir)
+        return load_generator(artifact_dir, threads=threads())
     except (OSError, ValueError, RuntimeError, ImportError) as e:
         raise ZooError(f"{artifact_dir}: cannot load the causal LM: {str(e).splitlines()[0]}") from e
-
-
-def _load_onnx(artifact_dir: Path) -> Any:
-    """As ``zoo.lm.load_generator`` loads an ONNX export, but with the session's thread count set."""
-    import onnxruntime as ort
-    from optimum.onnxruntime import ORTModelForCausalLM
-    from transformers import AutoTokenizer
-
-    from zoo.formats import read_provenance, threads
-    from zoo.lm.generator import Generator
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads()
-    model = ORTModelForCausalLM.from_pretrained(artifact_dir, provider="CPUExecutionProvider",
-                                                session_options=options)
-    dtype = "int8" if read_provenance(artifact_dir).get("dtype") == "int8" else "fp32"
-    return Generator(model, AutoTokenizer.from_pretrained(artifact_dir), "onnx-causal-lm", dtype, "onnxruntime")
