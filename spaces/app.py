@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import gradio as gr
+from nf4_guard import guard_cpu_kernel  # copied beside this app by modelzoo
 
 HERE = Path(__file__).resolve().parent
 CONFIG = json.loads((HERE / "variants.json").read_text())
@@ -48,45 +49,46 @@ class Variant:
             folder = folder / spec["subfolder"]
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        if spec["format"] == "onnx":
-            from optimum.onnxruntime import ORTModelForSequenceClassification
+        if spec["format"] == "onnx":  # plain ONNX Runtime; transformers only for the tokenizer and labels
+            import onnxruntime as ort
+            from transformers import AutoConfig
 
             provider = "CUDAExecutionProvider" if self.device == "cuda" else "CPUExecutionProvider"
-            self.model = ORTModelForSequenceClassification.from_pretrained(folder, provider=provider)
+            self.session = ort.InferenceSession(str(folder / "model.onnx"), providers=[provider])
+            self.input_names = {i.name for i in self.session.get_inputs()}
+            self.config = AutoConfig.from_pretrained(folder)
+            self.model = None
         else:
             from transformers import AutoModelForSequenceClassification
 
             config = json.loads((folder / "config.json").read_text())
             if config.get("quantization_config"):  # bitsandbytes 4-bit: it places the weights itself
                 self.model = AutoModelForSequenceClassification.from_pretrained(folder, device_map=self.device)
-                if spec.get("narrow_layers"):
-                    _generic_nf4_kernel(self.model)
+                guard_cpu_kernel(self.model)
             else:
                 self.model = AutoModelForSequenceClassification.from_pretrained(folder).to(self.device)
             self.model.eval()
-        self.labels = spec.get("label_names") or [self.model.config.id2label[i]
-                                                  for i in range(self.model.config.num_labels)]
+            self.config = self.model.config
+        self.labels = spec.get("label_names") or [self.config.id2label[i] for i in range(self.config.num_labels)]
         self.max_length = int(spec.get("max_length") or 512)
         self("warm up")  # the first call pays one-time setup; keep it out of the latency users see
 
     def __call__(self, text: str) -> tuple[dict[str, float], float]:
+        import numpy as np
         import torch
 
         start = time.perf_counter()
-        inputs = self.tokenizer([text], return_tensors="pt", truncation=True, max_length=self.max_length)
-        if self.spec["format"] != "onnx":
-            inputs = inputs.to(self.device)
-        with torch.no_grad():
-            probs = self.model(**inputs).logits.float().softmax(-1)[0].tolist()
+        if self.model is None:  # ONNX
+            inputs = self.tokenizer([text], return_tensors="np", truncation=True, max_length=self.max_length)
+            feed = {k: v.astype(np.int64) for k, v in inputs.items() if k in self.input_names}
+            logits = self.session.run(None, feed)[0][0].astype(np.float64)
+            probs = (np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()).tolist()
+        else:
+            inputs = self.tokenizer([text], return_tensors="pt", truncation=True, max_length=self.max_length)
+            with torch.no_grad():
+                probs = self.model(**inputs.to(self.device)).logits.float().softmax(-1)[0].tolist()
         ms = (time.perf_counter() - start) * 1000
         return {label: float(p) for label, p in zip(self.labels, probs, strict=True)}, ms
-
-
-def _generic_nf4_kernel(model) -> None:
-    # bitsandbytes' AVX512-BF16 CPU path fails on layers narrower than one NF4 block (tiny models only)
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
 
 
 VARIANTS = [Variant(spec) for spec in CONFIG["variants"]]

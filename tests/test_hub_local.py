@@ -312,7 +312,6 @@ def test_cli_push_then_pull(project, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_built_fp32_and_int8_pulled_from_the_local_hub_load_with_the_standard_classes(project, tmp_path):
     import numpy as np
-    from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from zoo import build
@@ -325,11 +324,24 @@ def test_built_fp32_and_int8_pulled_from_the_local_hub_load_with_the_standard_cl
                       fmt=json.loads((project.store.artifact(node.hash) / "provenance.json").read_text())["format"])
     project.push("fp32", "int8")
     text = "the film was great and funny"
-    for variant, cls in (("fp32", AutoModelForSequenceClassification), ("int8", ORTModelForSequenceClassification)):
-        dest = hub.pull(project.loaded, project.store, MODEL, variant=variant, dest=tmp_path / variant,
-                        console=project.console)
-        assert f"{cls.__name__}.from_pretrained(" in project.out.getvalue()
-        pulled, built = (cls.from_pretrained(d) for d in (dest, project.store.artifact(project.nodes[variant].hash)))
-        tok = AutoTokenizer.from_pretrained(dest)
-        logits = [np.asarray(m(**tok(text, return_tensors="pt")).logits.detach()) for m in (pulled, built)]
-        assert np.allclose(logits[0], logits[1]) and pulled.config.id2label == {0: "rotten", 1: "fresh"}
+    dest = hub.pull(project.loaded, project.store, MODEL, variant="fp32", dest=tmp_path / "fp32",
+                    console=project.console)
+    assert "AutoModelForSequenceClassification.from_pretrained(" in project.out.getvalue()
+    pulled, built = (AutoModelForSequenceClassification.from_pretrained(d)
+                     for d in (dest, project.store.artifact(project.nodes["fp32"].hash)))
+    tok = AutoTokenizer.from_pretrained(dest)
+    logits = [np.asarray(m(**tok(text, return_tensors="pt")).logits.detach()) for m in (pulled, built)]
+    assert np.allclose(logits[0], logits[1]) and pulled.config.id2label == {0: "rotten", 1: "fresh"}
+    # the int8 graph through plain ONNX Runtime, with transformers' AutoConfig/AutoTokenizer (the card's snippet)
+    import onnxruntime as ort
+    from transformers import AutoConfig
+
+    dest = hub.pull(project.loaded, project.store, MODEL, variant="int8", dest=tmp_path / "int8",
+                    console=project.console)
+    outs = []
+    for d in (dest, project.store.artifact(project.nodes["int8"].hash)):
+        session = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+        names = {i.name for i in session.get_inputs()}
+        enc = AutoTokenizer.from_pretrained(d)(text, return_tensors="np")
+        outs.append(session.run(None, {k: v.astype(np.int64) for k, v in enc.items() if k in names})[0])
+    assert np.allclose(outs[0], outs[1]) and AutoConfig.from_pretrained(dest).id2label == {0: "rotten", 1: "fresh"}

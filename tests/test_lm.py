@@ -146,26 +146,57 @@ def test_half_writes_bf16(project, finetuned, tmp_path):
     assert gen.generate("good night sweet", max_new_tokens=2)
 
 
-def test_int8_onnx_loads_with_optimum_and_generates(project, finetuned, tmp_path):
-    from optimum.onnxruntime import ORTModelForCausalLM
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_genai_build_loads_with_og_and_generates_like_its_parent(project, finetuned, tmp_path, kind):
+    import onnxruntime_genai as og
 
     from zoo.lm import load_generator
 
-    extra = build(project, "lm-int8", "int8", {"keep_fp32": ["down_proj"]}, finetuned, tmp_path / "v")
-    assert extra["format"] == "onnx-causal-lm" and extra["quantization"]["weights"] == "int8"
-    assert extra["quantization"]["kept_fp32"]["nodes"] == 4  # one down_proj per layer
-    ORTModelForCausalLM.from_pretrained(tmp_path / "v")
+    extra = build(project, "lm-genai", kind, {}, finetuned, tmp_path / "v")
+    assert extra["format"] == "onnx-genai" and extra["quantization"]["weights"] == kind
+    assert (tmp_path / "v" / "genai_config.json").is_file()
+    og.Model(str(tmp_path / "v"))  # what the card's snippet and the Space load
     gen = load_generator(tmp_path / "v")
-    assert gen.runtime == "onnxruntime"
+    assert gen.runtime == "onnxruntime-genai" and gen.dtype == kind
     assert extra["check"]["perplexity"] == pytest.approx(extra["check"]["parent_perplexity"], rel=0.25)
-    assert gen.generate("good night sweet", max_new_tokens=2).split()[0] in WORDS
+    # og.Generator's greedy tokens follow the parent's (transformers) greedy tokens on this tiny model
+    parent = load_generator(finetuned)
+    assert gen.generate("good night sweet", max_new_tokens=4, chat=False) == parent.generate(
+        "good night sweet", max_new_tokens=4, chat=False)
+    streamed = "".join(gen.generate("good night sweet", max_new_tokens=4, stream=True, chat=False))
+    assert streamed.strip() == gen.generate("good night sweet", max_new_tokens=4, chat=False).strip()
 
 
-def test_int8_rejects_keep_fp32_patterns_that_match_nothing(project, finetuned, tmp_path):
+def test_genai_full_sequence_logits_match_pytorch_on_fp32(project, finetuned, tmp_path):
+    """The perplexity path (plain ONNX Runtime on the builder's graph, empty KV cache) against PyTorch, batched."""
+    import numpy as np
+    import torch
+
+    from zoo.lm import genai, load_generator
+
+    genai.build(finetuned, tmp_path / "v", "fp32", {}, tmp_path / "cache")
+    ids = load_generator(finetuned).tokenizer(["good night sweet prince and", "to be or not to"],
+                                              return_tensors="pt")["input_ids"]
+    ref = load_generator(finetuned).logits(ids)
+    got = genai.GenaiModel(tmp_path / "v").logits(ids.numpy())
+    assert np.abs(got - ref.numpy()).max() < 1e-4
+
+
+def test_genai_keep_fp32_keeps_the_named_projections_dense(project, finetuned, tmp_path):
+    import onnx
+
+    extra = build(project, "lm-genai", "int4", {"keep_fp32": ["*/mlp/down_proj/MatMul"]}, finetuned, tmp_path / "v")
+    assert extra["quantization"]["kept_fp32"]["nodes"] == 4  # one down_proj per layer
+    graph = onnx.load(str(tmp_path / "v" / "model.onnx"), load_external_data=False).graph
+    dense = [n.name for n in graph.node if n.op_type == "MatMul" and "down_proj" in n.name]
+    assert len(dense) == 4 and not [n for n in graph.node if n.op_type == "MatMulNBits" and "down_proj" in n.name]
+
+
+def test_genai_rejects_keep_fp32_patterns_that_match_nothing(project, finetuned, tmp_path):
     from zoo.errors import ZooError
 
     with pytest.raises(ZooError, match="keep_fp32"):
-        build(project, "lm-int8", "int8", {"keep_fp32": ["no_such_proj"]}, finetuned, tmp_path / "v")
+        build(project, "lm-genai", "int8", {"keep_fp32": ["no_such_proj"]}, finetuned, tmp_path / "v")
 
 
 def test_qlora_writes_merged_nf4_and_an_adapter(project, tmp_path):
@@ -327,7 +358,7 @@ def write_tiny_gguf(path: Path, model) -> Path:
     w.add_head_count(c.num_attention_heads)
     w.add_head_count_kv(c.num_key_value_heads)
     w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
-    w.add_rope_freq_base(c.rope_theta)
+    w.add_rope_freq_base(c.rope_parameters["rope_theta"])  # transformers 5 keeps it in rope_parameters
     w.add_layer_norm_rms_eps(c.rms_norm_eps)
     w.add_vocab_size(c.vocab_size)
     w.add_tokenizer_model("gpt2")

@@ -51,9 +51,9 @@ def test_run_from_nothing_to_pushed_then_noop(tiny_zoo, tmp_path):
     pulled = _zoo(project, "pull", "tiny-sentiment", "--variant", "int8", "--dest", str(tmp_path / "int8"))
     assert pulled.returncode == 0, pulled.stderr
     assert "ORTModelForSequenceClassification.from_pretrained" in pulled.stdout
-    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from zoo.formats import load_classifier
 
-    ORTModelForSequenceClassification.from_pretrained(tmp_path / "int8")
+    assert load_classifier(tmp_path / "int8").runtime == "onnxruntime"
 
     for proc in (first, second, pulled):
         assert FAKE_TOKEN not in proc.stdout + proc.stderr

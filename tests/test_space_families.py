@@ -24,7 +24,7 @@ from zoo.store import Store
 # what each app (and the code beside it) imports → the distribution requirements.txt must pin
 DISTRIBUTIONS = {"gradio": "gradio", "numpy": "numpy", "PIL": "pillow", "onnxruntime": "onnxruntime",
                  "torch": "torch", "safetensors": "safetensors", "huggingface_hub": "huggingface_hub",
-                 "transformers": "transformers", "optimum": "optimum", "peft": "peft"}
+                 "transformers": "transformers", "onnxruntime_genai": "onnxruntime-genai", "peft": "peft"}
 
 
 def _loaded(reg: Path) -> tuple[registry.Loaded, Store]:
@@ -36,7 +36,7 @@ def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     found = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
     found |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    return found - set(sys.stdlib_module_names) - {"__future__", "efficientnet_lite"}
+    return found - set(sys.stdlib_module_names) - {"__future__", "efficientnet_lite", "nf4_guard"}
 
 
 @pytest.mark.parametrize(("model_id", "fixture"), [(VISION, "published_vision"), (LM, "published_lm")])
@@ -55,7 +55,7 @@ def test_space_has_the_tasks_app_front_matter_and_pins_what_it_imports(request, 
     assert task.value in data["tags"]
     pins = dict(line.split("==") for line in (folder / "requirements.txt").read_text().splitlines()
                 if line and not line.startswith("#"))
-    code = [folder / "app.py", *folder.glob("efficientnet_lite.py")]
+    code = [folder / "app.py", *folder.glob("efficientnet_lite.py"), *folder.glob("nf4_guard.py")]
     imported = set().union(*(_imports(p) for p in code))
     assert "zoo" not in imported  # standalone: a Space has no modelzoo installed
     specs = json.loads((folder / "variants.json").read_text())["variants"]

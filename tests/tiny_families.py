@@ -198,6 +198,7 @@ models:
       fp32: {kind: fp32, from: base, recipe: lm-finetune, target: x86-avx512}
       w16a16: {kind: w16a16, from: fp32, recipe: lm-bf16, target: cuda}
       int8: {kind: int8, from: fp32, recipe: lm-int8, target: x86-avx512}
+      int4: {kind: int4, from: fp32, recipe: lm-int4, target: x86-avx512}
       qlora-4bit: {kind: qlora-4bit, from: base, recipe: lm-qlora, target: cuda}
       distilled: {kind: distilled, from: fp32, recipe: lm-distill, target: x86-avx512}
 """
@@ -205,7 +206,8 @@ models:
 LM_RECIPES = {
     "lm-finetune": "technique: lm-finetune\nmethod: full\nsteps: 40\nlr: 1.0e-2\nbatch_size: 8\nmax_length: 32\n",
     "lm-bf16": "technique: lm-half\ndtype: bf16\n",
-    "lm-int8": "technique: lm-int8\nkeep_fp32: [down_proj]\n",
+    "lm-int8": "technique: lm-genai\n",
+    "lm-int4": "technique: lm-genai\nkeep_fp32: ['*/mlp/down_proj/MatMul']\n",
     "lm-qlora": "technique: lm-qlora\nsteps: 25\nlr: 2.0e-2\nr: 4\nalpha: 8\nmax_length: 32\n",
     "lm-distill": "technique: lm-distill\nstudent_layers: 2\nsteps: 30\nlr: 1.0e-2\nmax_length: 32\n",
 }

@@ -2,7 +2,7 @@
 
 ``load_classifier(dir)`` reads the artifact's ``provenance.json`` ("format", "dtype") and returns a
 :class:`Classifier` whose ``logits(texts, max_length)`` gives a numpy array, so callers never branch on runtimes.
-A folder without provenance (a pulled repo's ``onnx/`` subfolder, an optimum export) is recognised by its files.
+A folder without provenance (a pulled repo's ``onnx/`` subfolder, a torch.onnx export) is recognised by its files.
 Image classifiers load with :func:`zoo.vision.load_image_classifier` and causal LMs with
 :func:`zoo.lm.load_generator`; :func:`task_of` says which family an artifact folder belongs to.
 """
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from zoo.errors import ZooError
+from zoo.nf4_guard import guard_cpu_kernel
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 # every artifact format a technique writes, and the task (registry ``task:``) whose loader reads it
@@ -27,7 +28,7 @@ FORMAT_TASKS = {
     "torch-image": "image-classification",
     "onnx-image": "image-classification",
     "transformers-causal-lm": "text-generation",
-    "onnx-causal-lm": "text-generation",
+    "onnx-genai": "text-generation",
 }
 
 
@@ -155,19 +156,14 @@ class TorchClassifier(Classifier):
 class OnnxClassifier(Classifier):
     runtime = "onnxruntime"
 
-    def __init__(self, artifact_dir: Path, tokenizer: Any, model: Any, dtype: str, device: str):
-        super().__init__(artifact_dir, tokenizer, _labels(model.config), dtype, device)
-        self.model = model
+    def __init__(self, artifact_dir: Path, tokenizer: Any, session: Any, config: Any, dtype: str, device: str):
+        super().__init__(artifact_dir, tokenizer, _labels(config), dtype, device)
+        self.session = session
+        self.input_names = {i.name for i in session.get_inputs()}
 
     def _forward(self, batch: dict[str, Any]) -> np.ndarray:
-        import torch
-
-        if self.device != "cpu":
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-        with torch.inference_mode():
-            logits = self.model(**batch).logits
-        logits = logits.detach().cpu().numpy() if hasattr(logits, "detach") else np.asarray(logits)
-        return logits.astype(np.float32)
+        feed = {k: np.asarray(v, dtype=np.int64) for k, v in batch.items() if k in self.input_names}
+        return np.asarray(self.session.run(None, feed)[0], dtype=np.float32)
 
     def params_count(self) -> int:
         from_prov = read_provenance(self.artifact_dir).get("params_count")
@@ -221,7 +217,7 @@ def _load_torch(artifact_dir: Path, dtype: str, device: str) -> TorchClassifier:
     if "device_map" not in kwargs:
         model.to(device)
     else:
-        _bnb_cpu_fallback(model)
+        guard_cpu_kernel(model)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
     return TorchClassifier(artifact_dir, tokenizer, model, dtype, device)
@@ -229,32 +225,17 @@ def _load_torch(artifact_dir: Path, dtype: str, device: str) -> TorchClassifier:
 
 def _load_onnx(artifact_dir: Path, dtype: str, device: str) -> OnnxClassifier:
     import onnxruntime as ort
-    from optimum.onnxruntime import ORTModelForSequenceClassification
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads()
+    options.log_severity_level = 3
     provider = "CUDAExecutionProvider" if device != "cpu" else "CPUExecutionProvider"
     if provider not in ort.get_available_providers():
         raise ZooError(f"{artifact_dir}: onnxruntime here has no {provider}: install onnxruntime-gpu or use the CPU")
-    model = ORTModelForSequenceClassification.from_pretrained(artifact_dir, provider=provider,
-                                                              session_options=options)
+    session = ort.InferenceSession(str(artifact_dir / "model.onnx"), options, providers=[provider])
     tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
-    return OnnxClassifier(artifact_dir, tokenizer, model, dtype, device)
-
-
-def _bnb_cpu_fallback(model: Any) -> None:
-    """Keep bitsandbytes off its AVX512-BF16 CPU repacking for layers narrower than one quantization block.
-
-    bitsandbytes 0.50 repacks 4-bit weights for AVX512-BF16 CPUs on the first inference call and fails with
-    "shape '[N, 0]' is invalid" when a layer's input width is below the block size (tiny test models); those
-    layers take the generic kernel instead, which computes the same NF4 product.
-    """
-    for module in model.modules():
-        state = getattr(getattr(module, "weight", None), "quant_state", None)
-        if state is not None and hasattr(module, "support_avx512bf16_for_cpu") and (
-                state.shape[1] < state.blocksize or state.shape[1] % state.blocksize):
-            module.support_avx512bf16_for_cpu = False
+    return OnnxClassifier(artifact_dir, tokenizer, session, AutoConfig.from_pretrained(artifact_dir), dtype, device)
 
 
 def set_threads() -> None:

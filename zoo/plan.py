@@ -23,7 +23,7 @@ from zoo.registry import Loaded
 
 # Bump when the layout or meaning of built artifacts changes, so every hash moves.
 BUILD_FORMAT = 1
-LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "peft", "bitsandbytes",
+LIBRARIES = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "onnxruntime-genai", "peft", "bitsandbytes",
              "safetensors", "accelerate")
 
 

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from zoo import card, ids, plan
+from zoo import card, ids, nf4_guard, plan
 from zoo.errors import ZooError
 from zoo.registry import Loaded
 from zoo.registry.schema import Task
@@ -89,6 +89,8 @@ def render(loaded: Loaded, store: Store, model_id: str) -> Path:
         has_pareto=pareto.is_file(), left_out=left_out)
     with atomic_dir(store.space(model_id)) as out:
         shutil.copyfile(tdir / APPS[task], out / "app.py")
+        if task != Task.image_classification:  # the apps import the one bitsandbytes CPU-kernel guard
+            shutil.copyfile(Path(nf4_guard.__file__), out / "nf4_guard.py")
         write_json(out / "table.json", table)
         if task == Task.image_classification:
             config["examples"] = _example_images(loaded, model_id, out)
@@ -146,10 +148,10 @@ def _spec(loaded: Loaded, store: Store, node: plan.Node) -> dict[str, Any]:
         return {**spec, "format": prov.get("format"), "runtime": runtime, "label_names": prov.get("label_names"),
                 "image_size": prov.get("image_size")}
     if task == Task.text_generation:
-        fmt = "onnx-causal-lm" if prov.get("format") == "onnx-causal-lm" else "transformers-causal-lm"
+        fmt = "onnx-genai" if prov.get("format") == "onnx-genai" else "transformers-causal-lm"
         adapter = card.ADAPTER_DIR if prov.get("root") == "nf4-base" else None
         return {**spec, "format": fmt, "dtype": prov.get("dtype"), "adapter_subfolder": adapter,
-                "max_length": prov.get("max_length"), "narrow_layers": card.narrow_layers(art)}
+                "max_length": prov.get("max_length")}
     fmt, subfolder = prov.get("format", "transformers"), None
     if fmt == "bnb-4bit":
         fmt = "transformers"
@@ -157,7 +159,7 @@ def _spec(loaded: Loaded, store: Store, node: plan.Node) -> dict[str, Any]:
         # fp16 in PyTorch is slow on CPU; the fp16 ONNX graph beside it is what a CPU Space should run
         fmt, subfolder = "onnx", "onnx"
     return {**spec, "format": fmt, "subfolder": subfolder, "label_names": prov.get("label_names"),
-            "max_length": prov.get("max_length"), "narrow_layers": card.narrow_layers(art)}
+            "max_length": prov.get("max_length")}
 
 
 def _requirements(tdir: Path, task: Task, specs: list[dict[str, Any]]) -> str:
@@ -170,8 +172,10 @@ def _requirements(tdir: Path, task: Task, specs: list[dict[str, Any]]) -> str:
             names += ["torch", "safetensors"]
     else:
         names = ["gradio", "huggingface_hub", "torch", "transformers", "accelerate"]
-        if any(s["format"] in ("onnx", "onnx-causal-lm") for s in specs):
-            names += ["optimum", "optimum-onnx", "onnxruntime"]
+        if any(s["format"] == "onnx" for s in specs):
+            names.append("onnxruntime")
+        if any(s["format"] == "onnx-genai" for s in specs):
+            names.append("onnxruntime-genai")
         if any(s["kind"] == "qlora-4bit" for s in specs):
             names.append("bitsandbytes")
         if any(s.get("adapter_subfolder") for s in specs):

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import gradio as gr
+from nf4_guard import guard_cpu_kernel  # copied beside this app by modelzoo
 
 HERE = Path(__file__).resolve().parent
 CONFIG = json.loads((HERE / "variants.json").read_text())
@@ -49,10 +50,11 @@ class Variant:
         self.name = spec["variant"]
         folder = resolve(spec["repo_id"])
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        if spec["format"] == "onnx-causal-lm":
-            from optimum.onnxruntime import ORTModelForCausalLM
+        if spec["format"] == "onnx-genai":  # onnxruntime-genai builder output: og.Generator runs it
+            import onnxruntime_genai as og
 
-            self.model = ORTModelForCausalLM.from_pretrained(folder, provider="CPUExecutionProvider")
+            self.model = og.Model(str(folder))
+            self.max_context = int(json.loads((folder / "genai_config.json").read_text())["model"]["context_length"])
             self.device = "cpu"
         else:
             from transformers import AutoModelForCausalLM
@@ -65,8 +67,7 @@ class Variant:
                     from peft import PeftModel
 
                     self.model = PeftModel.from_pretrained(self.model, folder / spec["adapter_subfolder"])
-                if spec.get("narrow_layers"):
-                    _generic_nf4_kernel(self.model)
+                guard_cpu_kernel(self.model)
             else:
                 self.model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto").to(self.device)
             self.model.eval()
@@ -89,6 +90,9 @@ class Variant:
         import torch
 
         ids = self.prompt_ids(prompt, chat)
+        if self.spec["format"] == "onnx-genai":
+            yield from self._stream_genai(ids[0].tolist(), max_new_tokens)
+            return
         streamer = CountingStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         errors: list[BaseException] = []
 
@@ -113,6 +117,32 @@ class Variant:
         if errors:
             raise errors[0]
         yield text, self._stats(start, streamer)
+
+    def _stream_genai(self, ids: list[int], max_new_tokens: int):
+        import onnxruntime_genai as og
+
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(do_sample=False, max_length=min(len(ids) + max_new_tokens, self.max_context))
+        generator = og.Generator(self.model, params)
+        start = time.perf_counter()
+        generator.append_tokens(ids)
+        new: list[int] = []
+        first_at, text = None, ""
+        while not generator.is_done():
+            generator.generate_next_token()
+            new.append(int(generator.get_next_tokens()[0]))
+            first_at = first_at or time.perf_counter()
+            decoded = self.tokenizer.decode(new, skip_special_tokens=True)
+            if len(decoded) > len(text) and not decoded.endswith("\ufffd"):  # whole UTF-8 characters only
+                text = decoded
+                yield text, self._counts(start, first_at, len(new))
+        yield text, self._counts(start, first_at, len(new))
+
+    @staticmethod
+    def _counts(start: float, first_at, tokens: int) -> dict:
+        seconds = time.perf_counter() - start
+        return {"ttft_ms": None if first_at is None else round((first_at - start) * 1000, 1), "tokens": tokens,
+                "tokens_per_s": round(tokens / seconds, 1) if tokens else 0.0}
 
     @staticmethod
     def _stats(start: float, streamer) -> dict:
@@ -142,13 +172,6 @@ def _counting_streamer():
 
 
 CountingStreamer = _counting_streamer()
-
-
-def _generic_nf4_kernel(model) -> None:
-    # bitsandbytes' AVX512-BF16 CPU path fails on layers narrower than one NF4 block (tiny models only)
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
 
 
 VARIANTS = [Variant(spec) for spec in CONFIG["variants"]]

@@ -4,7 +4,8 @@ Formats (``provenance.json`` "format", else recognised by the files):
 - ``transformers-causal-lm``: a folder ``AutoModelForCausalLM.from_pretrained`` loads — fp32, bf16, or a
   bitsandbytes 4-bit checkpoint (its config.json carries ``quantization_config``); a qlora artifact whose provenance
   says ``"root": "nf4-base"`` gets its ``adapter/`` applied with peft (a ``"merged"`` root is used as is);
-- ``onnx-causal-lm``: an optimum export with KV cache that ``ORTModelForCausalLM.from_pretrained`` loads.
+- ``onnx-genai``: onnxruntime-genai's model builder output (fp32/int8/int4 ONNX with KV cache, genai_config.json),
+  generated with ``og.Generator`` (:mod:`zoo.lm.genai`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any
 
 from zoo.errors import ZooError
 from zoo.lm import metrics
+from zoo.nf4_guard import guard_cpu_kernel
 
-FORMATS = ("transformers-causal-lm", "onnx-causal-lm")
+FORMATS = ("transformers-causal-lm", "onnx-genai")
 
 
 def _provenance(artifact_dir: Path) -> dict[str, Any]:
@@ -30,7 +32,7 @@ def detect_format(artifact_dir: Path) -> str:
     """The artifact's format: provenance's "format", else by its files."""
     if fmt := _provenance(artifact_dir).get("format"):
         return fmt
-    return "onnx-causal-lm" if any(artifact_dir.glob("*.onnx")) else "transformers-causal-lm"
+    return "onnx-genai" if (artifact_dir / "genai_config.json").is_file() else "transformers-causal-lm"
 
 
 def load_generator(artifact_dir: Path | str, threads: int | None = None) -> Generator:
@@ -50,24 +52,19 @@ def load_generator(artifact_dir: Path | str, threads: int | None = None) -> Gene
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
-    if fmt == "onnx-causal-lm":
-        from optimum.onnxruntime import ORTModelForCausalLM
+    if fmt == "onnx-genai":
+        from zoo.lm import genai
 
-        options = None
-        if threads is not None:
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-        model = ORTModelForCausalLM.from_pretrained(artifact_dir, provider="CPUExecutionProvider",
-                                                    session_options=options)
-        return Generator(model, tokenizer, fmt, "int8" if _is_quantized_onnx(artifact_dir) else "fp32",
-                         "onnxruntime")
+        model = genai.GenaiModel(artifact_dir, threads)
+        return GenaiGenerator(model, tokenizer, fmt, _provenance(artifact_dir).get("dtype")
+                              or genai.weight_bits(artifact_dir), "onnxruntime-genai")
     from transformers import AutoModelForCausalLM
 
     config = json.loads((artifact_dir / "config.json").read_text())
     quant = config.get("quantization_config")
     model = AutoModelForCausalLM.from_pretrained(artifact_dir, dtype="auto", device_map="cpu" if quant else None)
+    if quant:
+        guard_cpu_kernel(model)
     if _provenance(artifact_dir).get("root") == "nf4-base":  # a qlora artifact whose adapter is not merged
         from peft import PeftModel
 
@@ -77,12 +74,8 @@ def load_generator(artifact_dir: Path | str, threads: int | None = None) -> Gene
     return Generator(model, tokenizer, fmt, dtype, "torch")
 
 
-def _is_quantized_onnx(artifact_dir: Path) -> bool:
-    return _provenance(artifact_dir).get("dtype") == "int8"
-
-
 class Generator:
-    """A loaded causal LM: ``model`` is a transformers or optimum model with ``generate`` and a logits forward."""
+    """A loaded causal LM: ``model`` is a transformers model with ``generate`` and a logits forward."""
 
     def __init__(self, model: Any, tokenizer: Any, fmt: str, dtype: str, runtime: str):
         self.model = model
@@ -169,3 +162,28 @@ class Generator:
         thread.join()
         if errors:
             raise errors[0]
+
+
+class GenaiGenerator(Generator):
+    """An ``onnx-genai`` artifact: ``model`` is a :class:`zoo.lm.genai.GenaiModel`."""
+
+    def logits(self, input_ids: Any) -> Any:
+        import torch
+
+        return torch.from_numpy(self.model.logits(input_ids.numpy()))
+
+    def _generate(self, ids: Any, max_new_tokens: int, **kw: Any) -> Any:
+        import torch
+
+        new = list(self.model.tokens(ids[0].tolist(), max_new_tokens))
+        return torch.cat([ids, torch.tensor([new], dtype=ids.dtype)], dim=1)
+
+    def _stream(self, ids: Any, max_new_tokens: int) -> Iterator[str]:
+        new: list[int] = []
+        said = ""
+        for token in self.model.tokens(ids[0].tolist(), max_new_tokens):
+            new.append(token)
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            if len(text) > len(said) and not text.endswith("\ufffd"):  # wait for a whole UTF-8 character
+                yield text[len(said):]
+                said = text

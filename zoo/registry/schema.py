@@ -28,6 +28,7 @@ class Kind(StrEnum):
     fp32 = "fp32"
     w16a16 = "w16a16"
     int8 = "int8"
+    int4 = "int4"
     qlora_4bit = "qlora-4bit"
     distilled = "distilled"
     pruned = "pruned"

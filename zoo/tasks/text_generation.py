@@ -32,7 +32,7 @@ class TextRows:
 
 class TextGeneration(TaskHandler):
     task = Task.text_generation
-    formats = ("transformers-causal-lm", "onnx-causal-lm")
+    formats = ("transformers-causal-lm", "onnx-genai")
 
     def load_splits(self, model: Model, root: Path, field: str) -> Any:
         from zoo.lm.data import load_splits

@@ -1,4 +1,4 @@
-"""Shared ONNX steps of the half and int8 techniques: export with optimum-onnx, run with ONNX Runtime, compare."""
+"""Shared ONNX steps of the half and int8 techniques: export with torch.onnx, run with ONNX Runtime, compare."""
 
 from __future__ import annotations
 
@@ -11,25 +11,80 @@ from typing import Any
 
 from zoo.errors import ZooError
 
+OPSET = 17
+EXPORTERS = ("torchscript", "dynamo")
 
-def export(parent_dir: Path, out_dir: Path) -> Path:
+
+def export(parent_dir: Path, out_dir: Path, exporter: str = "torchscript") -> Path:
     """Export the transformers classifier in ``parent_dir`` to ``out_dir/model.onnx`` (plus config and tokenizer).
 
-    The plain, unfused graph is kept on purpose: ONNX Runtime's quantizer fails shape inference on fused graphs.
+    ``torch.onnx`` writes the plain, unfused graph (ONNX Runtime's quantizer fails shape inference on fused graphs)
+    with dynamic batch and sequence axes; "torchscript" names nodes after their modules
+    (``/bert/encoder/layer.0/attention/self/MatMul``), "dynamo" names them generically and records the module path
+    in the node's metadata (:func:`node_paths` gives both the same selectable path).
 
     Raises:
         ZooError: the export failed (the message keeps the exporter's first line).
     """
-    from optimum.exporters.onnx import main_export
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "model.onnx"
     try:
-        with _quiet():
-            main_export(str(parent_dir), out_dir, task="text-classification", library_name="transformers",
-                        do_validation=False)  # compared below against torch, after any conversion
+        model = AutoModelForSequenceClassification.from_pretrained(parent_dir, dtype=torch.float32).eval()
+        tokenizer = AutoTokenizer.from_pretrained(parent_dir)
+        enc = tokenizer(["an example sentence to trace", "a second one"], padding=True, return_tensors="pt")
+        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc]
+        args = tuple(enc[n] for n in names)
+        axes = {n: {0: "batch_size", 1: "sequence_length"} for n in names}
+        with _quiet(), torch.no_grad():
+            if exporter == "dynamo":
+                batch, seq = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length")
+                torch.onnx.export(model, args, str(path), dynamo=True, opset_version=18, input_names=names,
+                                  output_names=["logits"], dynamic_shapes={n: {0: batch, 1: seq} for n in names},
+                                  external_data=False)
+            else:
+                torch.onnx.export(model, args, str(path), dynamo=False, opset_version=OPSET, input_names=names,
+                                  output_names=["logits"], dynamic_axes={**axes, "logits": {0: "batch_size"}})
     except Exception as e:  # the exporter raises many types; keep its first line
         raise ZooError(f"ONNX export of '{parent_dir}' failed: {str(e).splitlines()[0] if str(e) else e!r}") from e
-    return out_dir / "model.onnx"
+    model.config.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return path
+
+
+def node_paths(graph: Any) -> list[tuple[str, str]]:
+    """(name, module path) of every node: the module path is ``/<module>/<submodule>.../<OpType>`` from the
+    exporter's scope metadata (dynamo's ``pkg.torch.onnx.name_scopes``), else the node name (torchscript names
+    nodes by that path already), so one glob selects the same nodes whichever exporter wrote the graph."""
+    import ast
+
+    out = []
+    for node in graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        path = node.name
+        scopes = meta.get("pkg.torch.onnx.name_scopes")
+        if scopes:
+            try:
+                parts = [s for s in ast.literal_eval(scopes) if s]
+            except (ValueError, SyntaxError):
+                parts = []
+            # the last scope is the torch op's own name (e.g. "matmul"): the ONNX op type replaces it
+            path = "/" + "/".join([*parts[:-1], node.op_type]) if parts else node.name
+        out.append((node.name, path))
+    return out
+
+
+def clear_value_info(model_path: Path) -> None:
+    """Drop the exporter's intermediate shape annotations: ONNX Runtime's quantizer re-infers them, and the dynamo
+    exporter's symbolic ones make its shape inference fail."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    if len(model.graph.value_info):
+        del model.graph.value_info[:]
+        onnx.save(model, str(model_path))
 
 
 def session(model_path: Path) -> Any:
@@ -78,11 +133,14 @@ def _quiet():
     """Silence the exporter's tracer warnings and prints; errors still raise."""
     import warnings
 
-    level = logging.getLogger("optimum").level
-    logging.getLogger("optimum").setLevel(logging.ERROR)
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "torch.export", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        logging.getLogger("optimum").setLevel(level)
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)

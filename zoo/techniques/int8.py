@@ -1,4 +1,4 @@
-"""int8: ONNX export with optimum-onnx, then ONNX Runtime quantization (static QDQ with calibration, or dynamic)."""
+"""int8: ONNX export with torch.onnx, then ONNX Runtime quantization (static QDQ with calibration, or dynamic)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,10 @@ class Int8Params(Params):
     calibration: Calibration = Calibration()
     max_length: int = Field(128, ge=8, le=8192)
     op_types: list[str] | None = None  # quantize only these ONNX op types (e.g. [MatMul, Gather]); None: all supported
-    exclude_nodes: list[str] = []  # ONNX node names or globs kept in fp32 (e.g. "*/output/dense/MatMul")
+    # nodes kept in fp32: globs over each node's name or its module path + op type (e.g. "*/output/dense/MatMul"),
+    # which is the same path whichever exporter wrote the graph (see _onnx.node_paths)
+    exclude_nodes: list[str] = []
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"  # torch.onnx.export(dynamo=...)
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,8 @@ class Int8(Technique):
         key = f"{ctx.model_id}:{ctx.variant_id}"
         with tempfile.TemporaryDirectory(prefix="zoo-int8-") as tmp:
             ctx.log(f"{key}: exporting ONNX from the fp32 parent")
-            fp32_path = _onnx.export(ctx.parent_dir, Path(tmp) / "export")
+            fp32_path = _onnx.export(ctx.parent_dir, Path(tmp) / "export", p.exporter)
+            _onnx.clear_value_info(fp32_path)
             out_path = ctx.out_dir / "model.onnx"
             excluded = expand_nodes(fp32_path, p.exclude_nodes, f"recipes/{ctx.recipe_name}.yaml: exclude_nodes")
             calibration: dict[str, Any] | None = None
@@ -113,6 +117,7 @@ class Int8(Technique):
                              "per_channel": p.per_channel, "weights": p.weights,
                              "activations": p.activations if p.mode == "static" else "uint8 (dynamic)",
                              "op_types": p.op_types, "exclude_nodes": p.exclude_nodes, "excluded": len(excluded),
+                             "exporter": f"torch.onnx ({p.exporter})",
                              "preset": asdict(preset), "check": check},
         }
         if calibration is not None:
@@ -127,7 +132,8 @@ def preset_for(isa: str, target_isa: str | None) -> Preset:
 
 
 def expand_nodes(model_path: Path, patterns: list[str], field: str) -> list[str]:
-    """The graph's node names matching any of ``patterns`` (exact names or fnmatch globs).
+    """The names of the graph's nodes whose name or module path (:func:`zoo.techniques._onnx.node_paths`) matches
+    any of ``patterns`` (exact names or fnmatch globs).
 
     Raises:
         ZooError: a pattern matches no node (a typo would otherwise silently quantize everything).
@@ -136,15 +142,19 @@ def expand_nodes(model_path: Path, patterns: list[str], field: str) -> list[str]
 
     import onnx
 
+    from zoo.techniques._onnx import node_paths
+
     if not patterns:
         return []
-    names = [n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node]
+    nodes = node_paths(onnx.load(str(model_path), load_external_data=False).graph)
     out: list[str] = []
     for pattern in patterns:
-        hits = fnmatch.filter(names, pattern)
+        hits = [name for name, path in nodes
+                if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(path, pattern)]
         if not hits:
+            example = nodes[len(nodes) // 2][1] if nodes else "(empty graph)"
             raise ZooError(f"{field}: '{pattern}' matches no node of the exported graph "
-                           f"(names look like '{names[len(names) // 2]}')")
+                           f"(module paths look like '{example}')")
         out += [h for h in hits if h not in out]
     return out
 

@@ -1,8 +1,8 @@
-"""Techniques for text generation (causal LMs): fine-tune, bf16, int8 ONNX, QLoRA-4bit and a distilled student.
+"""Techniques for text generation (causal LMs): fine-tune, bf16, int8/int4 ONNX, QLoRA-4bit and a distilled student.
 
 Every technique reads its parent through :func:`zoo.lm.gguf.model_dir` (so a ``.gguf`` base is converted once and
 cached), trains on the chunks of :mod:`zoo.lm.data`, and writes a folder that :func:`zoo.lm.load_generator` loads:
-format ``transformers-causal-lm`` (fp32, bf16, bitsandbytes 4-bit + ``adapter/``) or ``onnx-causal-lm``.
+format ``transformers-causal-lm`` (fp32, bf16, bitsandbytes 4-bit + ``adapter/``) or ``onnx-genai`` (int8, int4).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from zoo.errors import ZooError
+from zoo.nf4_guard import guard_cpu_kernel
 from zoo.registry.schema import Kind, Task
 from zoo.techniques.base import BuildContext, Params, Technique
 
@@ -51,12 +52,14 @@ class HalfParams(Params):
     dtype: Literal["bf16", "fp16"] = "bf16"
 
 
-class Int8Params(Params):
-    per_channel: bool = True  # one scale per output channel of each weight
-    reduce_range: bool = False  # 7-bit weights, for CPUs without VNNI that saturate u8*s8 sums
-    op_types: list[Literal["MatMul", "Gemm", "Gather"]] = ["MatMul", "Gemm"]
-    # graph nodes whose name contains one of these stay fp32, e.g. "down_proj": the MLP output projection, whose
-    # input has outliers that per-tensor dynamic uint8 activations cannot hold
+class GenaiParams(Params):
+    """onnxruntime-genai model builder settings; the precision (int8 or int4) is the variant's kind."""
+
+    block_size: Literal[16, 32, 64, 128, 256] = 32  # weights per quantization scale (MatMulNBits block)
+    # the MatMulNBits compute type: 4 = int8 activations (the CPU fast path), 1 = fp32 activations (closest to fp32)
+    accuracy_level: Literal[1, 2, 3, 4] = 4
+    symmetric: bool = True  # int4/int8 around zero; false: uint4/uint8 with zero points
+    # builder node names (fnmatch globs, e.g. "*/mlp/down_proj/MatMul") whose weights stay fp32
     keep_fp32: list[str] = []
 
 
@@ -241,80 +244,67 @@ class LmHalf(Technique):
                 "check": check(ctx, src, text_splits(ctx).test, max_length)}
 
 
-class LmInt8(Technique):
-    """int8: ONNX export with KV cache (optimum), then ONNX Runtime dynamic quantization of the weights."""
+class LmGenai(Technique):
+    """int8 / int4: onnxruntime-genai's model builder (weight-only MatMulNBits, KV cache), run by og.Generator."""
 
-    name = "lm-int8"
-    kinds = frozenset({Kind.int8})
+    name = "lm-genai"
+    kinds = frozenset({Kind.int8, Kind.int4})
     tasks = TEXT_GENERATION
-    params = Int8Params
-    formats = ("onnx-causal-lm",)
+    params = GenaiParams
+    formats = ("onnx-genai",)
 
     def build(self, ctx: BuildContext) -> dict[str, Any]:
-        import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from zoo.lm import genai
 
-        from zoo.techniques._onnx import _quiet
-
-        p: Int8Params = ctx.params  # type: ignore[assignment]
+        p: GenaiParams = ctx.params  # type: ignore[assignment]
+        precision = str(ctx.variant.kind)
         src = source_dir(ctx)
-        ctx.log(f"{ctx.model_id}:{ctx.variant_id}: exporting ONNX (with KV cache) and quantizing it to int8")
-        with tempfile.TemporaryDirectory(prefix="zoo-onnx-lm-") as tmp:
-            export_dir = Path(tmp) / "export"
-            _export_causal_lm(src, export_dir)
-            fp32_bytes = sum(f.stat().st_size for f in export_dir.glob("model.onnx*"))
-            graph = onnx.load(str(export_dir / "model.onnx"), load_external_data=False).graph
-            kept = [n.name for n in graph.node if n.op_type in p.op_types and any(k in n.name for k in p.keep_fp32)]
-            if p.keep_fp32 and not kept:
-                raise ZooError(f"recipe keep_fp32: no {'/'.join(p.op_types)} node name contains any of "
-                               f"{p.keep_fp32}: check the names (e.g. 'down_proj', 'lm_head')")
-            for f in export_dir.iterdir():
-                if not f.name.startswith("model.onnx"):
-                    shutil.copy2(f, ctx.out_dir / f.name)
-            with _quiet():
-                quantize_dynamic(export_dir / "model.onnx", ctx.out_dir / "model.onnx", per_channel=p.per_channel,
-                                 reduce_range=p.reduce_range, weight_type=QuantType.QInt8,
-                                 op_types_to_quantize=list(p.op_types), nodes_to_exclude=kept,
-                                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        key = f"{ctx.model_id}:{ctx.variant_id}"
+        options: dict[str, Any] = {"block_size": p.block_size, "accuracy_level": p.accuracy_level,
+                                   "is_symmetric": str(p.symmetric).lower()}
+        kept: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="zoo-genai-") as tmp:
+            ctx.log(f"{key}: building {precision} ONNX with onnxruntime-genai's model builder")
+            if p.keep_fp32:  # node names exist only once built: a first pass names them, the second keeps them
+                probe = Path(tmp) / "names"
+                genai.build(src, probe, precision, options, Path(tmp) / "cache")
+                kept = genai.quantized_nodes(probe, p.keep_fp32, f"recipes/{ctx.recipe_name}.yaml: keep_fp32")
+                shutil.rmtree(probe)
+                options["nodes_to_exclude"] = ",".join(kept)
+            genai.build(src, ctx.out_dir, precision, options, Path(tmp) / "cache")
         max_length = parent_max_length(src, 256)
-        return {"format": "onnx-causal-lm", "dtype": "int8", "label_names": None, "max_length": max_length,
+        return {"format": "onnx-genai", "dtype": precision, "label_names": None, "max_length": max_length,
                 "params_count": _onnx_params(ctx.out_dir / "model.onnx"), **base_facts(ctx, src),
-                "quantization": {"method": "onnxruntime-dynamic", "weights": "int8", "activations": "uint8-dynamic",
-                                 "per_channel": p.per_channel, "reduce_range": p.reduce_range,
-                                 "op_types": list(p.op_types), "kept_fp32": {"patterns": p.keep_fp32,
-                                                                               "nodes": len(kept)},
-                                 "fp32_onnx_bytes": fp32_bytes},
+                "quantization": {"method": "onnxruntime-genai builder (MatMulNBits, weight-only)",
+                                 "weights": precision, "block_size": p.block_size,
+                                 "accuracy_level": p.accuracy_level, "symmetric": p.symmetric,
+                                 "kept_fp32": {"patterns": p.keep_fp32, "nodes": len(kept)},
+                                 "builder": f"onnxruntime-genai {_version('onnxruntime-genai')}"},
                 "check": check(ctx, src, text_splits(ctx).test, max_length)}
 
 
-def _export_causal_lm(src: Path, out_dir: Path) -> None:
-    """Export ``src`` with optimum-onnx as a decoder with KV cache (``text-generation-with-past``), unfused.
+def _version(name: str) -> str:
+    from importlib import metadata
 
-    Raises:
-        ZooError: the exporter failed (its first line is kept).
-    """
-    from optimum.exporters.onnx import main_export
-
-    from zoo.techniques._onnx import _quiet
-
-    try:
-        with _quiet():
-            main_export(str(src), out_dir, task="text-generation-with-past", library_name="transformers",
-                        do_validation=False)
-    except Exception as e:  # the exporter raises many types; keep its first line
-        raise ZooError(f"ONNX export of '{src}' failed: {str(e).splitlines()[0] if str(e) else e!r}") from e
-    if not (out_dir / "model.onnx").is_file():
-        raise ZooError(f"ONNX export of '{src}' wrote no model.onnx (got {sorted(p.name for p in out_dir.iterdir())})")
+    return metadata.version(name)
 
 
 def _onnx_params(path: Path) -> int:
-    """Elements in a graph's initializers (the parameters, whatever their storage type)."""
+    """Weights of the graph: elements of its float initializers plus those packed in MatMulNBits (K × N each)."""
     import math
 
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    return sum(math.prod(t.dims) for t in graph.initializer)
+    packed = {n.input[1] for n in graph.node if n.op_type == "MatMulNBits"}
+    scales = {n.input[2] for n in graph.node if n.op_type == "MatMulNBits"} | {
+        n.input[3] for n in graph.node if n.op_type == "MatMulNBits" and len(n.input) > 3}
+    total = 0
+    for node in graph.node:
+        if node.op_type == "MatMulNBits":
+            attrs = {a.name: a.i for a in node.attribute}
+            total += attrs["K"] * attrs["N"]
+    return total + sum(math.prod(t.dims) for t in graph.initializer if t.name not in packed | scales)
 
 
 class LmQlora(Technique):
@@ -381,12 +371,13 @@ def load_nf4(src: Path, p: QloraParams) -> Any:
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[p.compute_dtype]
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=p.double_quant,
-                             bnb_4bit_compute_dtype=dtype)
+                             bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=["lm_head"])  # the head stays fp32
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(src, quantization_config=bnb, dtype=torch.float32,
                                                  device_map=device)
     for param in model.parameters():
         param.requires_grad_(False)
+    guard_cpu_kernel(model)
     return model
 
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from zoo.errors import ZooError
+from zoo.nf4_guard import guard_cpu_kernel
 from zoo.registry.schema import Kind, Task
 from zoo.techniques.base import BuildContext, Params, Technique
 
@@ -144,8 +145,11 @@ def quantization_config(p: QloraParams) -> Any:
     import torch
     from transformers import BitsAndBytesConfig
 
+    # the head stays out of NF4: transformers 5 quantizes it otherwise (and then LoRA cannot train it, and the
+    # AVX512-BF16 CPU kernel cannot pack its 2-wide output)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=p.double_quant,
-                              bnb_4bit_compute_dtype=getattr(torch, DTYPES[p.compute_dtype]))
+                              bnb_4bit_compute_dtype=getattr(torch, DTYPES[p.compute_dtype]),
+                              llm_int8_skip_modules=list(HEAD_NAMES))
 
 
 def head_modules(model: Any) -> list[str]:
@@ -192,28 +196,6 @@ def _unsloth_model(base: Path, p: QloraParams, id2label: dict, label2id: dict) -
         model, r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout, target_modules=targets,
         modules_to_save=head_modules(model), random_state=p.seed, task_type="SEQ_CLS",
         use_gradient_checkpointing="unsloth" if p.gradient_checkpointing else False)
-
-
-def guard_cpu_kernel(model: Any) -> int:
-    """Keep bitsandbytes' packed AVX512-BF16 CPU kernel off layers whose shape it cannot pack; returns their count.
-
-    bitsandbytes 0.50 repacks a Linear4bit for that kernel at the first CPU inference call and fails when
-    ``in_features`` is not a multiple of the quantization block size (64) or ``out_features`` of 32; such layers
-    (only in toy models) then use the generic kernel.
-    """
-    try:
-        from bitsandbytes.nn import Linear4bit
-    except ImportError:
-        return 0
-    guarded = 0
-    for module in model.modules():
-        if isinstance(module, Linear4bit):
-            state = getattr(module.weight, "quant_state", None)
-            block = getattr(state, "blocksize", 64)
-            if module.in_features % block or module.out_features % 32:
-                module.support_avx512bf16_for_cpu = False
-                guarded += 1
-    return guarded
 
 
 def _loss_on(device: str):
