@@ -26,11 +26,11 @@ ORG, MODEL = "testorg", "tiny-sentiment"
 def tiny_classifier(tmp_path_factory) -> Path:
     """A tiny BERT sequence classifier saved with save_pretrained (config + safetensors + tokenizer)."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
     path = tmp_path_factory.mktemp("classifier")
-    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"]) + "\n")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"]
+    BertTokenizer(vocab={w: i for i, w in enumerate(words)}).save_pretrained(path)  # transformers 5: no vocab_file
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=7, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                      max_position_embeddings=16, id2label={0: "rotten", 1: "fresh"},

@@ -170,7 +170,6 @@ def test_genai_build_loads_with_og_and_generates_like_its_parent(project, finetu
 def test_genai_full_sequence_logits_match_pytorch_on_fp32(project, finetuned, tmp_path):
     """The perplexity path (plain ONNX Runtime on the builder's graph, empty KV cache) against PyTorch, batched."""
     import numpy as np
-    import torch
 
     from zoo.lm import genai, load_generator
 

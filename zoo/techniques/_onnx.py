@@ -55,23 +55,27 @@ def export(parent_dir: Path, out_dir: Path, exporter: str = "torchscript") -> Pa
 
 
 def node_paths(graph: Any) -> list[tuple[str, str]]:
-    """(name, module path) of every node: the module path is ``/<module>/<submodule>.../<OpType>`` from the
-    exporter's scope metadata (dynamo's ``pkg.torch.onnx.name_scopes``), else the node name (torchscript names
-    nodes by that path already), so one glob selects the same nodes whichever exporter wrote the graph."""
+    """(name, module path) of every node, so one glob selects the same nodes whichever exporter wrote the graph.
+
+    The module path is ``/<module>/<submodule>/.../<OpType>`` (``/bert/encoder/layer.0/output/dense/MatMul``): the
+    torchscript exporter names nodes that way already; the dynamo exporter names them generically (``node_MatMul_82``)
+    and records the qualified module names in ``pkg.torch.onnx.name_scopes`` (``['', 'bert', 'bert.encoder', ...,
+    'linear']``: every enclosing module, then the torch op), from which the path is rebuilt.
+    """
     import ast
 
     out = []
     for node in graph.node:
         meta = {p.key: p.value for p in node.metadata_props}
         path = node.name
-        scopes = meta.get("pkg.torch.onnx.name_scopes")
-        if scopes:
+        if scopes := meta.get("pkg.torch.onnx.name_scopes"):
             try:
-                parts = [s for s in ast.literal_eval(scopes) if s]
+                modules = [s for s in ast.literal_eval(scopes)[:-1] if s]  # the last scope is the torch op
             except (ValueError, SyntaxError):
-                parts = []
-            # the last scope is the torch op's own name (e.g. "matmul"): the ONNX op type replaces it
-            path = "/" + "/".join([*parts[:-1], node.op_type]) if parts else node.name
+                modules = []
+            parts = [q[len(prev) + 1:] if prev and q.startswith(prev + ".") else q
+                     for prev, q in zip(["", *modules], modules, strict=False)]
+            path = "/" + "/".join([*parts, node.op_type])
         out.append((node.name, path))
     return out
 
