@@ -77,7 +77,25 @@ def test_qlora_merged_root_is_4bit_and_reloads(built):
     encoder_linears = [m for n, m in model.named_modules() if ".encoder." in f".{n}" and isinstance(
         m, torch.nn.Linear)]
     assert encoder_linears and all(isinstance(m, Linear4bit) for m in encoder_linears)
+    # transformers 5 would quantize the head too (LoRA then cannot train it; the CPU kernel cannot pack 2 outputs)
+    assert config["quantization_config"]["llm_int8_skip_modules"] == ["classifier", "score"]
+    assert type(model.classifier) is torch.nn.Linear
     assert _accuracy(out) >= 0.8
+
+
+def test_one_cpu_kernel_guard_covers_exactly_the_unpackable_layers(built):
+    from bitsandbytes.nn import Linear4bit
+    from transformers import AutoModelForSequenceClassification
+
+    from zoo.nf4_guard import guard_cpu_kernel
+
+    model = AutoModelForSequenceClassification.from_pretrained(built["qlora-4bit"], device_map="cpu")
+    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    unpackable = [m for m in layers if m.in_features % 64 or m.out_features % 32]
+    assert guard_cpu_kernel(model) == len(unpackable)
+    assert all(m.support_avx512bf16_for_cpu is False for m in unpackable)
+    assert all(m.support_avx512bf16_for_cpu is not False for m in layers if m not in unpackable)
+    model(input_ids=torch.tensor([[2, 5, 3]]))  # the first CPU call, where an unguarded narrow layer fails
 
 
 def test_qlora_adapter_agrees_with_merged(built):

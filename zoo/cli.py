@@ -338,7 +338,33 @@ def run(selector: Selector = None, registry: RegistryOpt = DEFAULT_REGISTRY, hub
                  all_models=all_models, console=out, log=err.print)
 
 
+def _route_library_output() -> None:
+    """Keep third-party progress bars and warnings off the console: transformers 5 prints a progress bar and a load
+    report for every from_pretrained, bitsandbytes logs its optional-kernel probes. Warnings and log records from
+    libraries go to ``$ZOO_HOME/logs/libraries.log`` (default ``.zoo/``) instead."""
+    import logging
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' own bars follow this switch too
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+    class LazyFile(logging.FileHandler):
+        """Creates its folder and file only when a record arrives (``zoo validate`` writes nothing)."""
+
+        def _open(self):  # noqa: ANN202 - logging's own signature
+            Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+            return super()._open()
+
+        def handleError(self, record: logging.LogRecord) -> None:  # a read-only folder: drop the record
+            pass
+
+    handler = LazyFile(Path(os.environ.get("ZOO_HOME") or ".zoo") / "logs" / "libraries.log", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.captureWarnings(True)
+
+
 def main() -> None:
+    _route_library_output()
     try:
         app()
     except UsageError as e:
