@@ -6,7 +6,8 @@ Endpoints (``{t}`` is ``model``/``dataset``/``space``; model URLs have no type p
 ``GET /api/{t}s/{repo}/tree/{rev}[/{path}]``, ``POST /api/{t}s/{repo}/paths-info/{rev}``,
 ``POST /api/{t}s/{repo}/preupload/{rev}``, ``POST /api/{t}s/{repo}/commit/{rev}`` (NDJSON),
 ``GET /api/{t}s/{repo}/refs``, ``POST /api/{t}s/{repo}/tag/{rev}``, ``DELETE /api/{t}s/{repo}/tag/{tag}``,
-``PUT /api/{t}s/{repo}/settings``, ``GET /api/{t}s/{repo}/commits/{rev}``, ``POST {prefix}{repo}.git/info/lfs/objects/batch``,
+``PUT /api/{t}s/{repo}/settings``, ``GET /api/{t}s/{repo}/commits/{rev}``, ``POST /api/validate-yaml``,
+``POST {prefix}{repo}.git/info/lfs/objects/batch``,
 ``HEAD|GET {prefix}{repo}/resolve/{rev}/{path}``, ``POST|GET /api/collections[/{slug}[/items]]``,
 ``GET /api/whoami-v2``. Errors carry the Hub's ``X-Error-Code`` / ``X-Error-Message`` headers and ``{"error"}``
 bodies, so huggingface_hub raises the same exception classes as against huggingface.co.
@@ -94,10 +95,16 @@ class HubServer:
         host = self._host if ":" not in self._host else f"[{self._host}]"
         return f"http://{host}:{self._port}"
 
+    def bind(self) -> HubServer:
+        """Listen (the port is known from here on); ``start`` or ``serve_forever`` then answers."""
+        if self._httpd is None:
+            handler = type("Handler", (_Handler,), {"hub": self})
+            self._httpd = _Server((self._host, self._port), handler)
+            self._port = self._httpd.server_address[1]
+        return self
+
     def start(self) -> HubServer:
-        handler = type("Handler", (_Handler,), {"hub": self})
-        self._httpd = _Server((self._host, self._port), handler)
-        self._port = self._httpd.server_address[1]
+        self.bind()
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"zoo-hub-{self._port}", daemon=True)
         self._thread.start()
@@ -120,10 +127,12 @@ class HubServer:
         threading.Thread(target=reopen, daemon=True).start()
 
     def serve_forever(self) -> None:
-        handler = type("Handler", (_Handler,), {"hub": self})
-        self._httpd = _Server((self._host, self._port), handler)
-        self._port = self._httpd.server_address[1]
-        self._httpd.serve_forever()
+        self.bind()
+        assert self._httpd is not None
+        try:
+            self._httpd.serve_forever()
+        finally:
+            self._httpd.server_close()
 
     def __enter__(self) -> HubServer:
         return self.start()

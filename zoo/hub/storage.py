@@ -125,7 +125,8 @@ class HubStorage:
     def object_path(self, sha256: str) -> Path:
         return self.root / "objects" / sha256[:2] / sha256
 
-    def put_object(self, src: IO[bytes] | bytes, expected: str | None = None, size: int | None = None) -> tuple[str, int]:
+    def put_object(self, src: IO[bytes] | bytes, expected: str | None = None,
+                   size: int | None = None) -> tuple[str, int]:
         """Store content; returns (sha256, size). Refuses content that does not match ``expected``/``size``."""
         fd, tmp = tempfile.mkstemp(prefix=".tmp-obj-", dir=self.root / "tmp")
         digest, n = hashlib.sha256(), 0
