@@ -50,11 +50,14 @@ def open_hub(kind: str, store: Store, require_token: bool = False) -> Iterator[H
         UsageError: an unknown hub name.
         ZooError: "hf" with ``require_token`` and no token.
     """
+    from huggingface_hub.utils import disable_progress_bars
+
     from zoo.hub.hf import HfHub
 
+    disable_progress_bars()  # the console shows the zoo's progress, not huggingface_hub's per-file bars
     if kind == "local":
         with embedded(store.hub) as (url, token):
-            yield HfHub(token=token or None, endpoint=url, name="local", xet=False,
+            yield HfHub(token=token or None, endpoint=url, name="local",
                         cache_dir=store.root / "cache" / "hub-reads")
         return
     if kind == "hf":
