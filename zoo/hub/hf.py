@@ -55,8 +55,11 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
 
 
 def _unwrap(e: BaseException) -> BaseException:
-    """huggingface_hub wraps a failed LFS upload in RuntimeError; the cause says what happened."""
-    while isinstance(e, RuntimeError) and e.__cause__ is not None:
+    """huggingface_hub wraps some failures (an LFS upload: RuntimeError; a forced download: ValueError) around the
+    HTTP or transport error that says what happened."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    while isinstance(e, RuntimeError | ValueError) and not isinstance(e, HfHubHTTPError) and e.__cause__ is not None:
         e = e.__cause__
     return e
 
@@ -84,8 +87,8 @@ def retryable(e: BaseException) -> bool:
         return False
     if isinstance(e, LocalEntryNotFoundError):
         return True
-    if isinstance(e, HfHubHTTPError):
-        status = _status(e)
+    status = _status(e)  # HfHubHTTPError, or the HTTP library's own status error that huggingface_hub re-raised
+    if isinstance(e, HfHubHTTPError) or status is not None:
         return status is not None and (status >= 500 or status == 429)
     return isinstance(e, transport_errors() + (TimeoutError, ConnectionError))
 
@@ -144,7 +147,7 @@ class HfHub:
         return text.replace(self._token, "***") if self._token else text
 
     def _error(self, e: BaseException, what: str, repo_id: str, tries: int) -> ZooError:
-        from huggingface_hub.errors import HfHubHTTPError
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
         e = _unwrap(e)
         status = _status(e)
@@ -165,18 +168,23 @@ class HfHub:
         elif status in (409, 412) and committing:
             text = f"{repo_id}: {MOVED}"
         elif retryable(e):
-            text = (f"{what} {repo_id}: the hub at {self.endpoint} is unreachable ({first}; {tries} tries)"
+            why = f"HTTP {status}" if status else type(e.__cause__ or e).__name__ if isinstance(
+                e, LocalEntryNotFoundError) else type(e).__name__
+            text = (f"{what} {repo_id}: the hub at {self.endpoint} is unreachable ({why}; {tries} tries)"
                     + ("; nothing was committed" if committing else "") + ": run the same command again")
         elif status in (400, 422) or isinstance(e, ValueError):
             server = getattr(e, "server_message", None) or "; ".join(lines)
             text = f"{what} {repo_id}: the hub refused it ({status or 'invalid'}): " + "; ".join(
                 x.strip() for x in server.splitlines() if x.strip())
         else:
-            text = f"{what} {repo_id}: {first}"
+            text = f"{what} {repo_id}: {getattr(e, 'server_message', None) or first}"
         return ZooError(self._redact(" ".join(text.split())))
 
-    def _call(self, what: str, repo_id: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        tries = len(self.delays) + 1
+    def _call(self, what: str, repo_id: str, fn: Callable[..., Any], *args: Any, _download: bool = False,
+              **kwargs: Any) -> Any:
+        # huggingface_hub 0.x retries file downloads itself (5 tries with backoff); 1.x leaves it to the caller
+        tries = 1 if _download and "requests" in {e.__module__.split(".")[0] for e in transport_errors()} \
+            else len(self.delays) + 1
         for i in range(tries):
             try:
                 with self._session():
@@ -337,7 +345,7 @@ class HfHub:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.parent / f".tmp-pull-{dest.name}-{secrets.token_hex(4)}"
         try:
-            self._call("download", repo_id, self._download_all, repo_id, repo_type, commit, tmp)
+            self._call("download", repo_id, self._download_all, repo_id, repo_type, commit, tmp, _download=True)
             shutil.rmtree(tmp / ".cache", ignore_errors=True)
             got = ops.local_files(tmp)
             for rel in sorted(set(expected) | set(got)):
@@ -367,15 +375,19 @@ class HfHub:
 
         def fetch() -> bytes | None:
             try:
+                # force_download: a cached copy is never returned in place of an answer from the hub
                 local = self.api.hf_hub_download(repo_id, path, repo_type=repo_type, revision=revision,
-                                                 cache_dir=self.cache_dir)
-            except LocalEntryNotFoundError:
-                raise  # the hub could not be reached: an outage, never "file absent"
-            except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
-                return None
+                                                 cache_dir=self.cache_dir, force_download=True)
+            except (OSError, ValueError) as e:
+                cause = _unwrap(e)
+                if isinstance(cause, LocalEntryNotFoundError):
+                    raise  # the hub could not be reached: an outage, never "file absent"
+                if isinstance(cause, EntryNotFoundError | RepositoryNotFoundError | RevisionNotFoundError):
+                    return None
+                raise
             return Path(local).read_bytes()
 
-        return self._call("download", repo_id, fetch)
+        return self._call("download", repo_id, fetch, _download=True)
 
     def add_to_collection(self, namespace: str, title: str, repo_id: str, repo_type: RepoType) -> None:
         key = (namespace, title)
