@@ -363,6 +363,38 @@ def _route_library_output() -> None:
     logging.captureWarnings(True)
 
 
+hub_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                      help="The embedded hub: a local server speaking the Hugging Face Hub's HTTP API.")
+app.add_typer(hub_app, name="hub")
+
+
+@hub_app.command("serve")
+@handled
+def hub_serve(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+              port: Annotated[int, typer.Option(help="Port (0: a free one).", min=0, max=65535)] = 8765,
+              root: Annotated[Path | None, typer.Option(help="The hub's folder (default: the store's hub/).")]
+              = None,
+              registry: RegistryOpt = DEFAULT_REGISTRY):
+    """Serve the embedded hub until Ctrl-C; consumers set HF_ENDPOINT to its URL."""
+    from zoo.hub.server import HubServer
+
+    if root is None:
+        from zoo.store import Store
+
+        root = (Store.for_registry(registry).hub if registry.is_file()
+                else Path(os.environ.get("ZOO_HOME", ".zoo")) / "hub")
+    try:
+        server = HubServer(root, host=host, port=port).bind()
+        err.print(f"the embedded hub on {server.url} (root {root}; write token in {root / 'token'})\n"
+                  f"consumers: export HF_ENDPOINT={server.url} (and HF_TOKEN=$(cat {root / 'token'}) for gated "
+                  "repos); Ctrl-C stops it", markup=False)
+        server.serve_forever()
+    except OSError as e:
+        raise ZooError(f"cannot listen on {host}:{port} ({e.strerror or e}): pick another --port") from None
+    except KeyboardInterrupt:
+        return
+
+
 def main() -> None:
     _route_library_output()
     try:

@@ -80,7 +80,9 @@ def render(loaded: Loaded, store: Store, model_id: str) -> Path:
     config = {"title": title, "description": model.description or f"The compressed variants of {model_id}.",
               "task": task.value, "queue_size": QUEUE_SIZE, "concurrency": CONCURRENCY, "variants": specs,
               **_limits(task)}
+    # Spaces default to an older Python than the pinned requirements need: name the one they were tested with
     data = SpaceCardData(title=title, sdk="gradio", sdk_version=metadata.version("gradio"), app_file="app.py",
+                         python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
                          models=[s["repo_id"] for s in specs], license=model.license.value,
                          tags=["modelzoo", task.value], short_description=_short(model.description))
     readme = SpaceCard.from_template(
@@ -162,6 +164,9 @@ def _spec(loaded: Loaded, store: Store, node: plan.Node) -> dict[str, Any]:
             "max_length": prov.get("max_length")}
 
 
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
 def _requirements(tdir: Path, task: Task, specs: list[dict[str, Any]]) -> str:
     """The pinned packages the task's app imports, for the formats among ``specs``."""
     import jinja2
@@ -187,29 +192,45 @@ def _requirements(tdir: Path, task: Task, specs: list[dict[str, Any]]) -> str:
         except metadata.PackageNotFoundError:
             raise ZooError(f"the Space needs {name}, which is not installed here: `pip install {name}` so its "
                            "version can be pinned") from None
+    if "torch" in pins:  # the CPU build: PyPI's default torch wheel for Linux is the multi-GB CUDA one
+        pins["torch"] += "+cpu"
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(tdir), keep_trailing_newline=True)
-    return env.get_template("requirements.txt.j2").render(stamp=card.STAMP, pins=pins)
+    return env.get_template("requirements.txt.j2").render(
+        stamp=card.STAMP, pins=pins, extra_index=TORCH_CPU_INDEX if "torch" in pins else None)
 
 
 def demo(loaded: Loaded, store: Store, model_id: str, port: int = 7860) -> None:
-    """Render the Space and run its app on 127.0.0.1:``port``, loading variants from the local hub.
+    """Render the Space and run its app on 127.0.0.1:``port``, loading variants from the embedded hub (started for
+    the demo unless ``ZOO_HUB_URL`` names a running one) through ``HF_ENDPOINT``, as on a Space.
 
     Raises:
-        ZooError: a variant of the demo is not in the local hub yet, or the app exits with an error.
+        ZooError: a variant of the demo is not in the hub yet, or the app exits with an error.
     """
+    from zoo.hub import open_hub
+
     folder = render(loaded, store, model_id)
-    hub = store.hub
-    missing = [s["repo_id"] for s in read_json(folder / "variants.json")["variants"]
-               if not (hub / "models" / s["repo_id"] / "refs" / "heads" / "main").is_file()]
-    if missing:
-        raise ZooError(f"{model_id}: {', '.join(missing)} not in the local hub {hub}: run `zoo push {model_id}` "
-                       "first")
-    env = {**os.environ, "ZOO_LOCAL_HUB": str(hub), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
-    print(f"demo of {model_id} on http://127.0.0.1:{port} (Ctrl-C stops it)", file=sys.stderr)
-    try:
-        proc = subprocess.run([sys.executable, str(folder / "app.py")], cwd=folder, env=env)
-    except KeyboardInterrupt:
-        return
+    with open_hub("local", store) as hub:
+        missing = [s["repo_id"] for s in read_json(folder / "variants.json")["variants"]
+                   if not (hub.head(s["repo_id"]))]
+        if missing:
+            raise ZooError(f"{model_id}: {', '.join(missing)} not in the embedded hub {store.hub}: run "
+                           f"`zoo push {model_id}` first")
+        env = {**os.environ, **hub_env(hub.endpoint, hub._token, store), "GRADIO_SERVER_NAME": "127.0.0.1",
+               "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+        print(f"demo of {model_id} on http://127.0.0.1:{port} (Ctrl-C stops it)", file=sys.stderr)
+        try:
+            proc = subprocess.run([sys.executable, str(folder / "app.py")], cwd=folder, env=env)
+        except KeyboardInterrupt:
+            return
     if proc.returncode not in (0, -2, 130):
         raise ZooError(f"{model_id}: the demo app exited with status {proc.returncode} (see its output above)")
+
+
+def hub_env(endpoint: str, token: str | None, store: Store) -> dict[str, str]:
+    """The environment that points a Space app (or any huggingface_hub consumer) at the embedded hub, with a cache
+    of its own so repo ids never mix with huggingface.co's."""
+    env = {"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HUB_CACHE": str(store.root / "cache" / "hub-demo"),
+           "HF_HUB_DISABLE_XET": "1"}
+    if token:
+        env["HF_TOKEN"] = token
+    return env

@@ -1,11 +1,16 @@
-"""The hub stage: push staged repos and pull published variants, on the embedded local hub or the Hugging Face Hub.
+"""The hub stage: push staged repos and pull published variants, on the embedded hub or the Hugging Face Hub.
 
-``base.Hub`` is the one interface; ``local.LocalHub`` and ``hf.HfHub`` implement it; ``ops`` plans the commit
-operations both send; ``publish`` and ``fetch`` are ``zoo push`` and ``zoo pull``.
+``base.Hub`` is the interface and ``hf.HfHub`` (huggingface_hub) its one implementation, for both servers; the
+embedded hub is ``server.HubServer`` over ``storage.HubStorage``, started in-process for the length of a command
+unless ``ZOO_HUB_URL`` names one already running (``zoo hub serve``). ``ops`` plans the commit operations;
+``publish`` and ``fetch`` are ``zoo push`` and ``zoo pull``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -19,21 +24,45 @@ from zoo.store import Store
 HUBS = ("local", "hf")
 
 
-def open_hub(kind: str, store: Store, require_token: bool = False) -> Hub:
-    """The hub named on the command line: "local" (``store.hub``) or "hf" (huggingface.co).
+@contextlib.contextmanager
+def embedded(root: Path) -> Iterator[tuple[str, str]]:
+    """The embedded hub for the length of a block: ``ZOO_HUB_URL`` (token from ``ZOO_HUB_TOKEN``, else ``root``'s
+    token file) or a server over ``root`` started on a free port of 127.0.0.1. Yields (url, token)."""
+    url = os.environ.get("ZOO_HUB_URL")
+    if url:
+        from zoo.hub.storage import HubStorage
+
+        token = os.environ.get("ZOO_HUB_TOKEN") or (HubStorage(root).token() if (root / "token").is_file() else "")
+        yield url.rstrip("/"), token
+        return
+    from zoo.hub.server import HubServer
+
+    with HubServer(root) as server:
+        yield server.url, server.token
+
+
+@contextlib.contextmanager
+def open_hub(kind: str, store: Store, require_token: bool = False) -> Iterator[Hub]:
+    """The hub named on the command line, open for the length of a block: "local" (the embedded hub over
+    ``store.hub``) or "hf" (huggingface.co).
 
     Raises:
         UsageError: an unknown hub name.
         ZooError: "hf" with ``require_token`` and no token.
     """
+    from huggingface_hub.utils import disable_progress_bars
+
+    from zoo.hub.hf import HfHub
+
+    disable_progress_bars()  # the console shows the zoo's progress, not huggingface_hub's per-file bars
     if kind == "local":
-        from zoo.hub.local import LocalHub
-
-        return LocalHub(store.hub)
+        with embedded(store.hub) as (url, token):
+            yield HfHub(token=token or None, endpoint=url, name="local",
+                        cache_dir=store.root / "cache" / "hub-reads")
+        return
     if kind == "hf":
-        from zoo.hub.hf import HfHub
-
-        return HfHub.from_env(require_token=require_token)
+        yield HfHub.from_env(require_token=require_token)
+        return
     raise UsageError(f"unknown hub '{kind}': use one of {', '.join(HUBS)}")
 
 
@@ -42,9 +71,12 @@ def push(loaded: Loaded, store: Store, nodes: list[Node], hub: str | Hub = "loca
     """Push the selected variants that passed their gate (and their families' Spaces); see ``publish.push``."""
     from zoo.hub import publish
 
-    target = open_hub(hub, store, require_token=not dry_run) if isinstance(hub, str) else hub
-    return publish.push(loaded, store, nodes, target, dry_run=dry_run, allow_gate_failure=allow_gate_failure,
-                        console=console)
+    if not isinstance(hub, str):
+        return publish.push(loaded, store, nodes, hub, dry_run=dry_run, allow_gate_failure=allow_gate_failure,
+                            console=console)
+    with open_hub(hub, store, require_token=not dry_run) as target:
+        return publish.push(loaded, store, nodes, target, dry_run=dry_run, allow_gate_failure=allow_gate_failure,
+                            console=console)
 
 
 def pull(loaded: Loaded, store: Store, model: str, variant: str | None = None, target: str | None = None,
@@ -53,6 +85,17 @@ def pull(loaded: Loaded, store: Store, model: str, variant: str | None = None, t
     """Download a published variant and print how to load it; see ``fetch.pull``."""
     from zoo.hub import fetch
 
-    source = open_hub(hub, store) if isinstance(hub, str) else hub
-    return fetch.pull(loaded, source, model, variant=variant, target=target, revision=revision, dest=dest,
-                      console=console)
+    if not isinstance(hub, str):
+        return fetch.pull(loaded, hub, model, variant=variant, target=target, revision=revision, dest=dest,
+                          console=console)
+    with open_hub(hub, store) as source:
+        return fetch.pull(loaded, source, model, variant=variant, target=target, revision=revision, dest=dest,
+                          console=console)
+
+
+def fsck(store: Store, repair: bool = False):
+    """Check (and with ``repair``, quarantine damaged objects of) the embedded hub of ``store``; see
+    ``storage.fsck``. Returns its ``FsckReport`` (``.ok``, ``.lines()``)."""
+    from zoo.hub.storage import fsck as check
+
+    return check(store.hub, repair=repair)

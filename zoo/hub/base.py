@@ -1,4 +1,5 @@
-"""The one interface both hubs implement: the embedded local hub and the Hugging Face Hub."""
+"""The hub interface ``zoo push``/``zoo pull`` use; ``hf.HfHub`` implements it for huggingface.co and the embedded hub
+(``zoo hub serve``) alike."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ MOVED = "the repo moved since you read it: pull and push again"
 
 class Hub(Protocol):
     name: str  # "local" or "hf", as on the command line
+    endpoint: str  # the server's URL
+
+    def state(self, repo_id: str, repo_type: RepoType = "model"):
+        """The repo's head commit, files ({path: digest}) and gate in one request; None if it does not exist."""
 
     def create_repo(self, repo_id: str, repo_type: RepoType = "model") -> None:
         """Create the repo if it does not exist (a Space is created with the Gradio SDK)."""
@@ -22,7 +27,7 @@ class Hub(Protocol):
         """The commit id ``main`` points at; None for a repo that does not exist or has no commit."""
 
     def resolve(self, repo_id: str, repo_type: RepoType = "model", revision: str | None = None) -> str:
-        """The commit id of a branch, tag, commit id or (local hub) unique commit-id prefix.
+        """The commit id of a branch, tag, commit id or (embedded hub) unique commit-id prefix.
 
         Raises:
             ZooError: the repo or the revision does not exist.

@@ -58,11 +58,23 @@ def best_for_target(loaded: Loaded, hub: Hub, model: str, target: str, revision:
 
 
 def load_lines(task: Task, folder: Path, fmt: str | None) -> list[str]:
-    """The two lines of Python that load a pulled folder of this format."""
-    auto, ort = LOADERS[task]
+    """The lines of Python that load a pulled folder of this format (the same loaders as the card's snippets)."""
     where = json.dumps(str(folder))
-    if fmt == "onnx":
-        return [f"from optimum.onnxruntime import {ort}", f"model = {ort}.from_pretrained({where})"]
+    if fmt == "onnx-image":
+        return ["import onnxruntime as ort",
+                f'session = ort.InferenceSession({json.dumps(str(folder / "model.onnx"))}, '
+                'providers=["CPUExecutionProvider"])  # preprocessing: see the README']
+    if fmt == "torch-image":
+        from zoo.card import VISION_MODULE
+
+        module = folder / VISION_MODULE
+        return ["import importlib.util",
+                f'spec = importlib.util.spec_from_file_location("efficientnet_lite", {json.dumps(str(module))})',
+                "lite = importlib.util.module_from_spec(spec); spec.loader.exec_module(lite)",
+                f"model, config = lite.load({where})"]
+    auto, ort_class = LOADERS[task]
+    if fmt in ("onnx", "onnx-causal-lm"):
+        return [f"from optimum.onnxruntime import {ort_class}", f"model = {ort_class}.from_pretrained({where})"]
     return [f"from transformers import {auto}", f"model = {auto}.from_pretrained({where})"]
 
 

@@ -39,6 +39,7 @@ class Row:
     bytes: int
     commit: str | None  # the new commit, or None when nothing changed / dry run
     tagged: str | None = None
+    created: bool = False
 
 
 def staged_repos(loaded: Loaded, store: Store, nodes: list[Node], allow_gate_failure: bool,
@@ -78,6 +79,9 @@ def staged_repos(loaded: Loaded, store: Store, nodes: list[Node], allow_gate_fai
             out.append(Staged(sid, "space", folder, mid, f"{mid} demo Space", False))
         else:
             say(f"skipped {sid}: the Space is not staged (run `zoo space {mid}`)")
+        family = store.repo(mid, "family")
+        if (family / "README.md").is_file():
+            out.append(Staged(ids.family_repo_id(org, mid), "model", family, mid, f"{mid} family card", False))
     return out
 
 
@@ -101,20 +105,24 @@ def _check_staged(node: Node, folder: Path) -> None:
 def push_one(hub: Hub, item: Staged, message: str, tag: str | None, dry_run: bool, say) -> Row:
     """Create the repo if needed, commit only the files that changed (no commit if none did), tag the head.
 
+    An unchanged repo costs two requests: one repo_info (head, files, gate) and one list of refs (the tag).
+
     Raises:
         ZooError: the repo moved while pushing, or the hub failed after retries.
     """
-    if not dry_run:
+    state = hub.state(item.repo_id, item.repo_type)
+    created = state is None
+    if created and not dry_run:
         hub.create_repo(item.repo_id, item.repo_type)
-        if item.gated:
-            hub.set_gated(item.repo_id, item.repo_type)
-    head = hub.head(item.repo_id, item.repo_type)
-    remote = hub.files(item.repo_id, item.repo_type, head) if head else {}
-    plan = ops.plan(item.folder, remote)
+    if item.gated and not dry_run and (state is None or not state.gated):
+        hub.set_gated(item.repo_id, item.repo_type)
+    head = state.head if state else None
+    plan = ops.plan(item.folder, state.files if state else {})
     row = Row(item.repo_id, item.repo_type, len(plan.adds), len(plan.deletes), plan.bytes, None)
     if dry_run:
-        state = "no change" if plan.empty else f"{len(plan.operations)} operations, {ops.human_bytes(plan.bytes)}"
-        say(f"{item.repo_id} ({item.repo_type}): {state}" + (", gated" if item.gated else ""))
+        state_text = "no change" if plan.empty else f"{len(plan.operations)} operations, " \
+                                                    f"{ops.human_bytes(plan.bytes)}"
+        say(f"{item.repo_id} ({item.repo_type}): {state_text}" + (", gated" if item.gated else ""))
         for line in plan.describe():
             say(f"  {line}")
         return row
@@ -123,6 +131,7 @@ def push_one(hub: Hub, item: Staged, message: str, tag: str | None, dry_run: boo
         commit = row.commit = hub.commit(item.repo_id, item.repo_type, plan.operations, message, parent_commit=head)
     if tag and commit and hub.tag(item.repo_id, item.repo_type, tag, commit):
         row.tagged = tag
+    row.created = created
     return row
 
 
@@ -148,13 +157,13 @@ def push(loaded: Loaded, store: Store, nodes: list[Node], hub: Hub, dry_run: boo
         say("nothing to push")
         return []
     if dry_run:
-        say(f"dry run on the {hub.name} hub: nothing is sent")
+        say(f"dry run on the {hub.name} hub ({hub.endpoint}): nothing is sent")
     rows: list[Row] = []
     try:
         for item in items:
             message = f"Publish {item.what} (registry {version or 'unversioned'})"
             rows.append(push_one(hub, item, message, version, dry_run, say))
-            if not dry_run:
+            if not dry_run and (rows[-1].created or rows[-1].commit):  # an unchanged repo is already in it
                 hub.add_to_collection(loaded.registry.org, item.model_id, item.repo_id, item.repo_type)
     finally:
         if rows and not dry_run:
