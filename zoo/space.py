@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from zoo import card, ids, plan
+from zoo import card, ids, plan, verify
 from zoo.errors import ZooError
 from zoo.registry import Loaded
 from zoo.registry.schema import Task
@@ -136,7 +136,7 @@ def _short(description: str | None) -> str | None:
 def _spec(loaded: Loaded, store: Store, node: plan.Node) -> dict[str, Any]:
     """What the app needs to load one variant: repo id, format, where the weights are, labels, input length."""
     art = store.artifact(node.hash)
-    prov = read_json(art / "provenance.json")
+    prov = verify.provenance(art, node.key)
     task = loaded.model(node.model_id).task
     spec = {"repo_id": ids.repo_id(loaded.registry.org, node.model_id, node.variant_id), "variant": node.variant_id,
             "kind": node.kind}
