@@ -2,10 +2,15 @@
 runs it, no body limit) and under ``zoo demo`` (``zoo.demo_server``: 413 above the body limit, before reading).
 
     python benchmarks/demo_memory.py [--registry registry.yaml] [--model MODEL] [--bodies 3] [--mb 200] [--requests 100]
+    python benchmarks/demo_memory.py --minimal PYTHON [PYTHON ...]   # gradio's own retention, per interpreter
 
 The family's variants must be pushed to the local hub first (`zoo run`). For each server: RSS when ready, after
 ``--bodies`` POSTs of ``--mb`` MB each to the classify endpoint, and after ``--requests`` ordinary requests; then the
 ratio of the growth. Prints the gradio version, since gradio's own retention of request data changes across versions.
+
+``--minimal`` runs, under each given interpreter (e.g. venvs with different gradio versions), a model-free app with
+the text Space's input path (a Textbox, the same length check raising ``gr.Error``, the same queue settings) under
+``demo.launch()``: whether a gradio upgrade alone bounds the memory.
 """
 
 from __future__ import annotations
@@ -73,13 +78,19 @@ def post_body(url: str, mb: int) -> str:
 
 
 def ordinary(url: str, n: int) -> int:
-    from gradio_client import Client
+    """``n`` ordinary requests through gradio's HTTP API (POST, then read the result stream); returns how many
+    answered. Plain HTTP, so the same code drives any gradio version."""
+    import urllib.request
 
-    client = Client(url + "/", verbose=False)
     ok = 0
     for i in range(n):
-        client.predict(f"a warm and moving film, number {i}", api_name="/classify")
-        ok += 1
+        body = json.dumps({"data": [f"a warm and moving film, number {i}"]}).encode()
+        req = urllib.request.Request(url + "/gradio_api/call/classify", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            event = json.loads(r.read())["event_id"]
+        with urllib.request.urlopen(f"{url}/gradio_api/call/classify/{event}", timeout=60) as r:
+            ok += b"event: complete" in r.read()
     return ok
 
 
@@ -110,6 +121,43 @@ def measure(name: str, cmd: list[str], cwd: Path, env: dict, pattern: str | None
         log.unlink(missing_ok=True)
 
 
+MINIMAL_APP = """
+import gradio as gr
+
+MAX_CHARS = 1000
+
+
+def classify(text):
+    if len(text or "") > MAX_CHARS:
+        raise gr.Error(f"The text has {len(text)} characters; the limit is {MAX_CHARS}. Shorten it.")
+    return {"fresh": 0.5, "rotten": 0.5}
+
+
+with gr.Blocks() as demo:
+    text = gr.Textbox()
+    label = gr.Label()
+    gr.on([text.submit], classify, inputs=[text], outputs=[label], api_name="classify")
+demo.queue(max_size=64, default_concurrency_limit=2)
+demo.launch()
+"""
+
+
+def minimal(pythons: list[str], args) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="demo-minimal-"))
+    (folder / "app.py").write_text(MINIMAL_APP)
+    print(f"{args.bodies} bodies of {args.mb} MB, then {args.requests} ordinary requests, model-free app")
+    print(f"{'gradio':<10} {'ready MB':>9} {'after bodies':>13} {'after requests':>15}  answers to the bodies")
+    for python in pythons:
+        version = subprocess.run([python, "-c", "import gradio; print(gradio.__version__)"], capture_output=True,
+                                 text=True).stdout.strip()
+        port = free_port()
+        env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+               "GRADIO_ANALYTICS_ENABLED": "False"}
+        r = measure(version, [python, "app.py"], folder, env, None, f"http://127.0.0.1:{port}", args)
+        print(f"{version:<10} {r['ready_mb']:9.0f} {r['after_bodies_mb']:13.0f} {r['after_requests_mb']:15.0f}  "
+              f"{json.dumps(sorted(set(r['answers'])))}")
+
+
 def main() -> None:
     import gradio
 
@@ -119,7 +167,10 @@ def main() -> None:
     parser.add_argument("--bodies", type=int, default=3)
     parser.add_argument("--mb", type=int, default=200)
     parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--minimal", nargs="+", metavar="PYTHON", help="only the model-free app, per interpreter")
     args = parser.parse_args()
+    if args.minimal:
+        return minimal(args.minimal, args)
 
     from zoo import registry, space
     from zoo.store import Store

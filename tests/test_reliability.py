@@ -269,11 +269,11 @@ def test_demo_port_out_of_range_is_one_line(tiny_zoo):
 
 @pytest.mark.slow
 def test_demo_refuses_large_bodies_prints_its_real_port_and_stops_on_sigterm(published, tmp_path):  # noqa: F811
+    import http.client
     import re
     import signal
     import socket
     import time
-    import urllib.error
     import urllib.request
 
     import psutil
@@ -302,11 +302,14 @@ def test_demo_refuses_large_bodies_prints_its_real_port_and_stops_on_sigterm(pub
         assert url, log.read_text()
         with urllib.request.urlopen(url + "/", timeout=10) as r:
             assert r.status == 200
-        req = urllib.request.Request(url + "/gradio_api/call/classify", data=b"x" * 5_000_000, method="POST",
-                                     headers={"Content-Type": "application/json"})
-        with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(req, timeout=30)
-        assert e.value.code == 413
+        # a 200 MB body is refused from its Content-Length, before one byte of it is sent
+        conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+        conn.putrequest("POST", "/gradio_api/call/classify")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(200_000_000))
+        conn.endheaders()
+        assert conn.getresponse().status == 413
+        conn.close()
         from gradio_client import Client
 
         rows = Client(url + "/", verbose=False).predict("a warm, moving film", api_name="/classify")[0]
