@@ -323,3 +323,144 @@ def test_demo_refuses_large_bodies_prints_its_real_port_and_stops_on_sigterm(pub
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# ---------------------------------------------------------------- sources stay inside the repository
+
+
+SECRET = "AKIA" + "EXAMPLESECRETLINE1234"  # built at run time, so no scanner mistakes it for a real key
+
+
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """A folder outside the project holding a 'credentials' CSV whose first line is a secret."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "creds.csv").write_text(f"{SECRET},x\n1,2\n")
+    return folder
+
+
+@pytest.mark.parametrize("source", ["file:/etc/passwd", "file:../../..", "file:assets/../../outside/creds.csv",
+                                    "file:assets/link-out"])
+def test_file_sources_outside_the_registry_folder_are_rejected_by_validate(tiny_zoo, outside, source):
+    (tiny_zoo.parent / "assets" / "link-out").symlink_to(outside / "creds.csv")
+    tiny_zoo.write_text(tiny_zoo.read_text().replace('source: "file:assets/reviews.csv"', f'source: "{source}"'))
+    for args in (["validate"], ["validate", "--sources"], ["build", "tiny-sentiment:fp32"]):
+        result = _zoo(tiny_zoo.parent, *args)
+        assert result.exit_code == 1, (args, result.output)
+        line, = result.stderr.strip().splitlines()
+        assert line.startswith("registry.yaml:11: models.tiny-sentiment.dataset.source: ") \
+            and "is outside the registry's folder" in line and "ZOO_FILE_MIRRORS" in line, line
+        assert SECRET not in result.output
+
+
+def test_an_allow_listed_mirror_may_hold_sources(tiny_zoo, outside):
+    tiny_zoo.write_text(tiny_zoo.read_text().replace('source: "file:assets/reviews.csv"',
+                                                     f'source: "file:{outside / "creds.csv"}"'))
+    assert _zoo(tiny_zoo.parent, "validate", env={"ZOO_FILE_MIRRORS": str(outside)}).exit_code == 0
+    assert _zoo(tiny_zoo.parent, "validate").exit_code == 1
+
+
+def test_a_column_error_never_prints_the_files_header(tiny_zoo):
+    csv = tiny_zoo.parent / "assets" / "reviews.csv"
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join([lines[0].replace("text", SECRET), *lines[1:]]) + "\n")
+    result = _zoo(tiny_zoo.parent, "validate", "--sources")
+    assert result.exit_code == 1
+    assert "column 'text' is not in 'reviews.csv' (its header has 2 columns)" in result.stderr
+    assert SECRET not in result.output
+
+
+# ---------------------------------------------------------------- validate what the later stages need
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("org: testorg", "org: testorg\nversion: 1.0/evil"), "'1.0/evil' cannot be a tag"),
+    (("org: testorg", "org: testorg\nversion: v1..2"), "'v1..2' cannot be a tag"),
+    (("org: testorg", "org: testorg\nversion: x.lock"), "'x.lock' cannot be a tag"),
+    (("      fp32: {", "      fp32-: {kind: fp32, from: base, recipe: finetune, target: x86-avx512}\n      fp32: {"),
+     "the Hub refuses it"),
+    (("      fp32: {", "      a--b: {kind: fp32, from: base, recipe: finetune, target: x86-avx512}\n      fp32: {"),
+     "the Hub refuses it"),
+    (("tiny-sentiment:", f"{'t' * 64}:", "      fp32: {", f"      {'v' * 40}: {{kind: fp32, from: base, "
+      "recipe: finetune, target: x86-avx512}\n      fp32: {"), "maximum length is 96"),
+    (("      fp32: {", "      family: {kind: fp32, from: base, recipe: finetune, target: x86-avx512}\n      fp32: {"),
+     "'family' is reserved"),
+    (("      fp32: {", "      qlora-4bit-adapter: {kind: fp32, from: base, recipe: finetune, target: x86-avx512}\n"
+                      "      fp32: {"), "adapter repo id 'testorg/tiny-sentiment-qlora-4bit-adapter' is also"),
+])
+def test_values_a_later_stage_refuses_do_not_validate(tiny_zoo, edit, message):
+    text = tiny_zoo.read_text()
+    for old, new in zip(edit[::2], edit[1::2], strict=True):
+        text = text.replace(old, new)
+    tiny_zoo.write_text(text)
+    result = _zoo(tiny_zoo.parent, "validate")
+    assert result.exit_code == 1, result.output
+    assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("depth", [33, 1100, 3000])
+def test_deep_from_chains_are_one_line_and_plans_of_any_depth_are_iterative(tiny_zoo, depth):
+    head, _ = tiny_zoo.read_text().split("    variants:\n")
+    chain = "".join(f"      v{i}: {{kind: int8, from: {'v' + str(i - 1) if i else 'fp32'}, recipe: int8, "
+                    "target: x86-avx512}\n" for i in range(depth - 1))
+    tiny_zoo.write_text(head + "    variants:\n      fp32: {kind: fp32, from: base, recipe: finetune, "
+                        "target: x86-avx512}\n" + chain)
+    result = _zoo(tiny_zoo.parent, "validate")
+    assert result.exit_code == 1
+    line, = result.stderr.strip().splitlines()
+    assert f"'from:' chain of {depth} builds from base (limit 32;" in line
+    variants = {f"v{i}": type("V", (), {"from_": f"v{i - 1}" if i else "base"}) for i in range(depth)}
+    assert plan._order(variants) == [f"v{i}" for i in range(depth)]  # no RecursionError at any depth
+
+
+def _later_stages(project: Path) -> None:
+    """Every stage after validate that runs without built artifacts, on a registry that validated."""
+    loaded = registry.load(project / "registry.yaml")
+    nodes = plan.make(loaded)
+    assert len({n.hash for n in nodes}) == len(nodes), "two variants share an artifact"
+    for args in (["plan"], ["list", "--json"], ["push", "--dry-run", "--all"], ["report", "--json"]):
+        result = _zoo(project, *args)
+        assert result.exit_code in (0, 1), (args, result.output)
+        assert result.exit_code == 0 or len(result.stderr.strip().splitlines()) >= 1, args
+    from huggingface_hub.utils import validate_repo_id
+
+    from zoo import ids
+
+    org = loaded.registry.org
+    for n in nodes:
+        validate_repo_id(ids.repo_id(org, n.model_id, n.variant_id))
+        validate_repo_id(ids.adapter_repo_id(org, n.model_id, n.variant_id))
+        validate_repo_id(ids.space_id(org, n.model_id))
+        Store(project / ".zoo").repo(n.model_id, n.variant_id).mkdir(parents=True)  # no collision, no escape
+    if loaded.registry.version:
+        # one path component (the hub keeps refs/tags/<tag> as one name) that git accepts as a tag
+        assert "/" not in loaded.registry.version
+        git = subprocess.run(["git", "check-ref-format", f"refs/tags/{loaded.registry.version}"])
+        assert git.returncode == 0, f"version {loaded.registry.version!r} validated but git refuses the tag"
+
+
+def test_every_later_stage_runs_on_every_fixture_that_validates(tiny_zoo):
+    """The tiny registry with each hostile value a tester tried; whatever validates must survive every stage."""
+    from zoo.errors import ZooError
+
+    base = tiny_zoo.read_text()
+    variant = "      fp32: {kind: fp32, from: base, recipe: finetune, target: x86-avx512}\n"
+    edits = [("org: testorg", f"org: testorg\nversion: {v}") for v in
+             ("1.0", "2026.11.1", "v1_rc-2", "1.0/evil", "..", "-x", ".x", "x.", "a b", "x@{y}", "é", "x" * 129)]
+    edits += [(variant, variant + f"      {v}: {{kind: int8, from: fp32, recipe: int8, target: x86-avx512}}\n")
+              for v in ("int8-b", "x", "x-", "a--b", "9", "family", "qlora-4bit-adapter", "v" * 64, "int8")]
+    edits += [("tiny-sentiment:", f"{m}:") for m in ("t" * 64, "t" * 40, "a-", "x--y", "demo")]
+    edits += [("org: testorg", f"org: {o}") for o in ("o" * 64, "a-", "a--b")]
+    validated = 0
+    for i, edit in enumerate(edits):
+        project = tiny_zoo.parent.parent / f"fixture-{i}"
+        shutil.copytree(tiny_zoo.parent, project)
+        (project / "registry.yaml").write_text(base.replace(*edit, 1))
+        try:
+            registry.load(project / "registry.yaml")
+        except ZooError:
+            continue
+        validated += 1
+        _later_stages(project)
+    assert validated >= 6, "the fixtures should include valid ones too"

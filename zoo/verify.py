@@ -111,13 +111,19 @@ def artifact(store, node) -> dict[str, Any]:
 
 
 def staged(store, node, folder: Path, prefix: str = "") -> None:
-    """Check a staged repo: the artifact it was made from, and every artifact file it holds (hard links or copies).
+    """Check a staged repo: the artifact it was made from, and every artifact file it holds (hard links or copies);
+    without the artifact, the files its own provenance.json records.
 
     Raises:
         ZooError: one line per damaged file, each with its fix.
     """
-    prov = artifact(store, node)
-    bad = problems(folder, prov["files"], skip=STAGED_OWN | {"provenance.json"}, prefix=prefix,
+    if store.is_built(node.hash):
+        files = artifact(store, node)["files"]
+    else:  # the artifact left the store (e.g. quarantined): the staged copy's own provenance is what is left
+        staged_prov = read_json(folder / "provenance.json", f"run `zoo build {node.key}` and `zoo card {node.key}`") \
+            if (folder / "provenance.json").exists() else {}
+        files = staged_prov.get("files") if isinstance(staged_prov.get("files"), dict) else {}
+    bad = problems(folder, files, skip=STAGED_OWN | {"provenance.json"}, prefix=prefix,
                    may_lack=() if prefix else ("adapter/",))
     if bad:
         raise ZooError("\n".join(f"{line}: run `zoo card {node.key}` to stage it again" for line in bad))

@@ -57,8 +57,9 @@ def check(reg: Registry, doc: Document, recipes_dir: Path, recipes_display: str
             if variant.kind == Kind.qlora_4bit:
                 rids.append(adapter_repo_id(reg.org, mid, vid))
             for rid in rids:
+                what = "repo id" if rid == rids[0] else "adapter repo id"
                 if rid in seen_repos:
-                    problems.append(doc.problem(vat, f"repo id '{rid}' is also that of {seen_repos[rid]}: "
+                    problems.append(doc.problem(vat, f"{what} '{rid}' is also that of {seen_repos[rid]}: "
                                                 "rename one"))
                 elif why := repo_id_problem(rid):
                     problems.append(doc.problem(vat, f"{why}: the Hub refuses it; shorten or rename the model or "
