@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import progress as progress_mod
+from zoo import verify
 from zoo.data import Splits, load_splits
 from zoo.errors import ZooError
 from zoo.plan import Node, library_versions
@@ -88,6 +89,7 @@ def _build_one(loaded: Loaded, store: Store, node: Node, all_nodes: dict[str, No
         if pnode is None or not store.is_built(pnode.hash):
             raise ZooError(f"{node.key}: its parent '{node.parent}' is not built: run `zoo build "
                            f"{node.model_id}:{node.parent}` first")
+        verify.artifact(store, pnode)
         parent_dir, parent_kind, parent_hash = store.artifact(pnode.hash), pnode.kind, pnode.hash
 
     splits_cache: list[Splits] = []

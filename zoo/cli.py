@@ -59,8 +59,50 @@ def handled(fn):
             err.print("interrupted: nothing half-written was kept; run the same command again to resume",
                       markup=False)
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as e:  # a last resort: one line on the console, the traceback in a log file
+            print(_unexpected(e), file=sys.stderr)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _unexpected(e: Exception) -> str:
+    """One line for an error no stage turned into a ZooError (often a damaged file a library refused); the
+    traceback goes to a log file the line names."""
+    import tempfile
+    import traceback
+
+    from zoo.errors import one_line
+
+    log = Path(tempfile.gettempdir()) / f"zoo-error-{os.getpid()}.log"
+    try:
+        log.write_text("".join(traceback.format_exception(e)))
+        where = f"traceback in {log}"
+    except OSError:
+        where = "no traceback log could be written"
+    first = one_line((str(e).splitlines() or [""])[0])[:200]
+    return (f"unexpected {type(e).__name__}: {first} ({where}); if a stored file is damaged, `zoo fsck --repair` "
+            "finds and removes it so the next run rebuilds it")
+
+
+def _check_environment() -> None:
+    """Refuse odd settings before any work starts (each is one line with the fix)."""
+    from zoo.formats import threads
+
+    if os.environ.get("ZOO_THREADS", "").strip():
+        threads()
+
+
+@app.callback()
+def _main() -> None:
+    """Build, evaluate, card and publish the compressed model variants declared in registry.yaml."""
+    try:
+        _check_environment()
+    except ZooError as e:
+        print(e, file=sys.stderr)
+        raise typer.Exit(e.exit_code) from None
 
 
 _LOADED: list = []  # the registry this command loaded, to point later errors at its lines
@@ -193,17 +235,17 @@ def plan_(registry: RegistryOpt = DEFAULT_REGISTRY,
 
 
 def _tree(nodes):
-    """Nodes in depth-first order with their depth, so children print under their parent."""
+    """Nodes in depth-first order with their depth, so children print under their parent (iterative)."""
     children: dict[str, list] = {}
     for n in nodes:
         children.setdefault(n.parent, []).append(n)
-
-    def walk(parent: str, depth: int):
-        for n in children.get(parent, []):
-            yield n, depth
-            yield from walk(n.variant_id, depth + 1)
-
-    return list(walk("base", 0))
+    out = []
+    stack = [(n, 0) for n in reversed(children.get("base", []))]
+    while stack:
+        n, depth = stack.pop()
+        out.append((n, depth))
+        stack += [(c, depth + 1) for c in reversed(children.get(n.variant_id, []))]
+    return out
 
 
 @app.command()
@@ -282,11 +324,29 @@ def space(model: Annotated[str | None, typer.Argument(help="MODEL; all default m
 
 @app.command()
 @handled
+def fsck(registry: RegistryOpt = DEFAULT_REGISTRY,
+         repair: Annotated[bool, typer.Option("--repair", help="Quarantine damaged artifacts and remove damaged "
+                                              "results, staged repos and temp leftovers, so the next run "
+                                              "rebuilds them.")] = False):
+    """Check the store: every artifact against its provenance sha256s, every JSON file the tool wrote, leftovers of
+    killed runs; exit 0 when clean (or repaired), 1 when something is damaged."""
+    from zoo import fsck as fsck_mod
+
+    loaded = _load(registry)
+    report = fsck_mod.run(_store(loaded), repair=repair, log=print)
+    if report.damaged and not repair:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handled
 def demo(model: Annotated[str, typer.Argument(help="MODEL")], registry: RegistryOpt = DEFAULT_REGISTRY,
-         port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 7860):
+         port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 7860):
     """Run the family's demo Space locally, loading its variants from the local hub."""
     from zoo import space as space_mod
 
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port}: a port is a number from 1 to 65535 (or 0 for any free port)")
     loaded = _load(registry)
     space_mod.demo(loaded, _store(loaded), _models(loaded, model)[0], port=port)
 
@@ -300,10 +360,16 @@ def push(selector: Selector = None, registry: RegistryOpt = DEFAULT_REGISTRY, hu
          all_models: Annotated[bool, typer.Option("--all", help="Include models marked default: false.")] = False):
     """Push evaluated variants (cards included) and the family Spaces to the local hub or the Hugging Face Hub."""
     from zoo import hub as hub_mod
+    from zoo import verify
+    from zoo.store import clean_temp
 
     loaded = _load(registry)
     nodes = _nodes(loaded, selector, with_parents=False, all_models=all_models)
-    hub_mod.push(loaded, _store(loaded), nodes, hub=hub.value, dry_run=dry_run,
+    store = _store(loaded)
+    verify.before_push(store, nodes, allow_gate_failure)
+    if hub == HubKind.local and not dry_run:
+        clean_temp(store.hub)  # what pushes killed mid-write left (only temps whose writer is gone)
+    hub_mod.push(loaded, store, nodes, hub=hub.value, dry_run=dry_run,
                  allow_gate_failure=allow_gate_failure, console=out)
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import random
@@ -61,14 +62,17 @@ def _read_table(path: Path, ds: Dataset, field: str) -> tuple[list[str], list[st
     sep = "\t" if name.endswith((".tsv", ".tab")) else ","
     try:
         df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except Exception as e:  # pandas raises many types for a bad file
-        raise ZooError(f"{field}.source: cannot read '{path.name}' as a table: {str(e).splitlines()[0]}") from None
-    cols = list(df.columns)
+    except Exception as e:  # pandas raises many types for a bad file; its messages can quote the file
+        raise ZooError(f"{field}.source: cannot read '{path.name}' as a table ({type(e).__name__}): check that it "
+                       f"is {'tab' if sep == chr(9) else 'comma'}-separated with a header row") from None
+    cols = [str(c) for c in df.columns]
     for key, col in (("text", ds.text), ("label", ds.label)):
         if col is not None and col not in df.columns:
-            from zoo.errors import did_you_mean
-
-            raise ZooError(f"{field}.{key}: column '{col}' is not in '{path.name}'{did_you_mean(col, cols)}")
+            # never list the header: it is the file's content; suggest only a near-spelling of the name asked for
+            close = difflib.get_close_matches(col, cols, n=1, cutoff=0.8)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (its header has {len(cols)} columns)"
+            raise ZooError(f"{field}.{key}: column '{col}' is not in '{path.name}'{hint}: name one of its header's "
+                           "columns")
     return df[ds.text].tolist(), (df[ds.label].tolist() if ds.label else None)
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import zoo
-from zoo import machine, metrics, perf, tasks
+from zoo import machine, metrics, perf, tasks, verify
 from zoo import progress as progress_mod
 from zoo.plan import Node, digest, make
 from zoo.registry import Loaded
@@ -54,8 +54,9 @@ def evaluate(loaded: Loaded, store: Store, nodes: list[Node], force: bool = Fals
             if ref and ref_results is None:
                 ref_node = every[f"{node.model_id}:{ref}"]
                 ref_results = read_results(store, ref_node)
+            verify.artifact(store, node)
             eh = eval_hash(loaded, node, ref, ref_results)
-            existing = read_results(store, node)
+            existing = None if force else read_results(store, node)
             if existing and existing.get("eval_hash") == eh and not force:
                 log(f"{node.key}: unchanged, results reused")
                 results[node.key] = existing

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, one_line
 from zoo.nf4_guard import guard_cpu_kernel
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -32,18 +32,24 @@ FORMAT_TASKS = {
 }
 
 
+MAX_THREADS = 1024  # above it torch and ONNX Runtime refuse or overflow; no machine here has more cores
+
+
 def threads() -> int:
     """Threads for one inference process: ``ZOO_THREADS`` if set, else every core this process may use."""
     env = os.environ.get("ZOO_THREADS", "").strip()
-    if env and not env.isdigit():
-        raise ZooError(f"ZOO_THREADS='{env}': set it to a whole number of threads, e.g. ZOO_THREADS=2")
+    if env and not (env.isascii() and env.isdigit() and 1 <= int(env) <= MAX_THREADS):
+        raise ZooError(f"ZOO_THREADS='{one_line(env)[:40]}': set it to a whole number of threads from 1 to "
+                       f"{MAX_THREADS}, e.g. ZOO_THREADS=2, or unset it to use every core")
     n = int(env) if env else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, n or 1)
 
 
 def read_provenance(artifact_dir: Path) -> dict[str, Any]:
+    from zoo.verify import read_json
+
     path = artifact_dir / "provenance.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, "rebuild it with `zoo build MODEL:VARIANT --force`") if path.is_file() else {}
 
 
 def detect_format(artifact_dir: Path) -> str:

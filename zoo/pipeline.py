@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from zoo import ids, plan
+from zoo import ids, plan, verify
 from zoo.registry import Loaded
 from zoo.store import Store
 
@@ -37,6 +37,7 @@ def run(loaded: Loaded, store: Store, selector: str | None, hub: str = "local", 
     stage("report", lambda: report.report(loaded, store, models, as_json=False, console=console))
     stage("card", lambda: card.write_cards(loaded, store, nodes))
     stage("space", lambda: [space.render(loaded, store, m) for m in models])
+    stage("verify", lambda: verify.before_push(store, nodes, allow_gate_failure))
     stage("push", lambda: hub_mod.push(loaded, store, nodes, hub=hub, dry_run=False,
                                        allow_gate_failure=allow_gate_failure, console=console))
     log("done: " + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()))

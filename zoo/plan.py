@@ -62,6 +62,7 @@ def make(loaded: Loaded) -> list[Node]:
     """Every variant of every model, parents before children, each with its content hash."""
     libs = digest(library_versions())
     nodes: list[Node] = []
+    code_hashes: dict[type, str] = {}
     for mid, model in loaded.registry.models.items():
         base_h = digest(model.base.model_dump(mode="json"))
         data_h = digest(model.dataset.model_dump(mode="json"))
@@ -73,8 +74,13 @@ def make(loaded: Loaded) -> list[Node]:
             recipe_h = digest({k: val for k, val in recipe.raw.items() if k != "description"})
             entry_h = digest(v.model_dump(mode="json", by_alias=True, exclude={"description"}))
             target_h = digest(loaded.registry.targets[v.target].model_dump(mode="json"))
-            code_h = technique_code_hash(recipe.technique)
-            inputs = {"entry": entry_h, "code": code_h, "recipe": recipe_h, "parent": hashes[v.from_], "base": base_h,
+            if type(recipe.technique) not in code_hashes:
+                code_hashes[type(recipe.technique)] = technique_code_hash(recipe.technique)
+            code_h = code_hashes[type(recipe.technique)]
+            # the variant's identity is hashed too: two variants with the same content are still two artifacts
+            # (their provenance, results and cards name them), never one shared under both names
+            inputs = {"model": mid, "variant": vid, "entry": entry_h, "code": code_h, "recipe": recipe_h,
+                      "parent": hashes[v.from_], "base": base_h,
                       "data": data_h, "task": task_h, "target": target_h, "libraries": libs,
                       "format": str(BUILD_FORMAT)}
             h = digest(inputs)[:16]
@@ -123,19 +129,17 @@ def _helper_imports(source: str) -> set[str]:
 
 
 def _order(variants: dict) -> list[str]:
-    """Variants with each parent before its children, otherwise in registry order."""
+    """Variants with each parent before its children, otherwise in registry order (iterative: chains of any depth)."""
     done: list[str] = []
-
-    def visit(vid: str) -> None:
-        if vid in done:
-            return
-        parent = variants[vid].from_
-        if parent != "base":
-            visit(parent)
-        done.append(vid)
-
+    seen: set[str] = set()
     for vid in variants:
-        visit(vid)
+        chain = []
+        cur = vid
+        while cur not in seen and cur in variants:
+            seen.add(cur)
+            chain.append(cur)
+            cur = variants[cur].from_
+        done += reversed(chain)
     return done
 
 

@@ -51,6 +51,33 @@ def parse_source(text: str) -> ParsedSource:
                      "'pypi:PACKAGE==VERSION#path/in/wheel' or 'file:PATH'")
 
 
+MIRRORS_ENV = "ZOO_FILE_MIRRORS"  # extra folders file: sources may name, separated by os.pathsep (set by the operator)
+
+
+def mirrors() -> list[Path]:
+    """The allow-listed folders outside the registry's own that ``file:`` sources may point into.
+
+    They come from the environment, never from the registry, so a registry change cannot widen its own reach.
+    """
+    return [Path(p).resolve() for p in os.environ.get(MIRRORS_ENV, "").split(os.pathsep) if p.strip()]
+
+
+def confined(name: str, base_dir: Path, field: str) -> Path:
+    """The real path of a ``file:`` source, which must lie inside the registry's folder or an allow-listed mirror.
+
+    Symbolic links are followed first, so a link inside the folder that points out of it is refused too.
+
+    Raises:
+        ZooError: the path escapes (absolute, '..', or a link out); the message never shows the file's content.
+    """
+    allowed = [Path(base_dir).resolve(), *mirrors()]
+    path = (Path(base_dir) / name).resolve()
+    if not any(path == root or path.is_relative_to(root) for root in allowed):
+        raise ZooError(f"{field}: 'file:{name}' is outside the registry's folder: put the file under "
+                       f"{allowed[0]} and name it relative to it, or allow-list its folder in {MIRRORS_ENV}")
+    return path
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "modelzoo"))
 
@@ -85,7 +112,7 @@ def resolve(source: str, sha256: str | None, base_dir: Path, field: str, revisio
     """
     parsed = parse_source(source)
     if parsed.scheme == "file":
-        path = (base_dir / parsed.name).resolve()
+        path = confined(parsed.name, base_dir, field)
         if not path.exists():
             raise ZooError(f"{field}: file '{parsed.name}' not found (relative to {base_dir}): fix the path")
         if sha256 and path.is_file() and (got := sha256_file(path)) != sha256:

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from zoo import card, ids, nf4_guard, plan
+from zoo import card, ids, nf4_guard, plan, verify
 from zoo.errors import ZooError
 from zoo.registry import Loaded
 from zoo.registry.schema import Task
@@ -34,6 +34,9 @@ CONCURRENCY = 2  # requests run at once (each runs every variant)
 EXAMPLES = 4
 MAX_IMAGE_SIDE = 4096  # larger uploads are refused (the models see 16–224 px; this bounds decoding and resizing)
 MAX_UPLOAD_MB = 10  # gradio refuses larger files before the app sees them
+# Request bodies over this are refused (413) before they are read: text inputs are a few KB of JSON; the image Space
+# allows MAX_UPLOAD_MB plus multipart overhead.
+MAX_BODY_BYTES = 1_000_000
 TOP_K = 3  # labels shown per variant in the image Space
 PROMPT_CHARS = 500  # input limit of the text-generation prompt box
 MAX_NEW_TOKENS = 128  # upper bound of the new-tokens slider
@@ -140,7 +143,7 @@ def _short(description: str | None) -> str | None:
 def _spec(loaded: Loaded, store: Store, node: plan.Node) -> dict[str, Any]:
     """What the app needs to load one variant: repo id, format, where the weights are, labels, input length."""
     art = store.artifact(node.hash)
-    prov = read_json(art / "provenance.json")
+    prov = verify.provenance(art, node.key)
     task = loaded.model(node.model_id).task
     spec = {"repo_id": ids.repo_id(loaded.registry.org, node.model_id, node.variant_id), "variant": node.variant_id,
             "kind": node.kind}
@@ -199,31 +202,60 @@ def _requirements(tdir: Path, task: Task, specs: list[dict[str, Any]]) -> str:
         stamp=card.STAMP, pins=pins, extra_index=TORCH_CPU_INDEX if "torch" in pins else None)
 
 
+def demo_settings(task: Task, folder: Path, port: int) -> dict[str, Any]:
+    """What ``zoo.demo_server`` needs to serve the task's app: the port, the request-body limit and gradio's
+    upload settings."""
+    settings: dict[str, Any] = {"port": port, "max_body_bytes": MAX_BODY_BYTES}
+    if task == Task.image_classification:
+        settings.update(max_body_bytes=(MAX_UPLOAD_MB + 1) * 1_000_000, max_file_size=f"{MAX_UPLOAD_MB}mb",
+                        allowed_paths=[str(folder / "examples")])
+    return settings
+
+
 def demo(loaded: Loaded, store: Store, model_id: str, port: int = 7860) -> None:
-    """Render the Space and run its app on 127.0.0.1:``port``, loading variants from the embedded hub (started for
-    the demo unless ``ZOO_HUB_URL`` names a running one) through ``HF_ENDPOINT``, as on a Space.
+    """Render the Space and serve its app on 127.0.0.1:``port`` (0: any free port) through ``zoo.demo_server``,
+    loading variants from the embedded hub (started for the demo unless ``ZOO_HUB_URL`` names a running one) through
+    ``HF_ENDPOINT``, as on a Space. It stops cleanly on Ctrl-C or SIGTERM, and never outlives this process.
 
     Raises:
-        ZooError: a variant of the demo is not in the hub yet, or the app exits with an error.
+        ZooError: a variant of the demo is not in the hub yet, the port is taken, or the app exits with an error.
     """
+    import json
+    import signal
+
+    from zoo.demo_server import bind
     from zoo.hub import open_hub
 
     folder = render(loaded, store, model_id)
+    if port:
+        try:
+            bind(port).close()  # a taken port is one line here, before minutes of model loading
+        except SystemExit as e:
+            raise ZooError(str(e)) from None
     with open_hub("local", store) as hub:
-        missing = [s["repo_id"] for s in read_json(folder / "variants.json")["variants"]
-                   if not (hub.head(s["repo_id"]))]
+        missing = [s["repo_id"] for s in read_json(folder / "variants.json")["variants"] if not hub.head(s["repo_id"])]
         if missing:
             raise ZooError(f"{model_id}: {', '.join(missing)} not in the embedded hub {store.hub}: run "
                            f"`zoo push {model_id}` first")
-        env = {**os.environ, **hub_env(hub.endpoint, hub._token, store), "GRADIO_SERVER_NAME": "127.0.0.1",
-               "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
-        print(f"demo of {model_id} on http://127.0.0.1:{port} (Ctrl-C stops it)", file=sys.stderr)
+        env = {**os.environ, **hub_env(hub.endpoint, hub._token, store), "GRADIO_ANALYTICS_ENABLED": "False"}
+        settings = demo_settings(loaded.model(model_id).task, folder, port)
+        print(f"demo of {model_id}: loading its variants; the URL follows (Ctrl-C stops it)", file=sys.stderr)
+        proc = subprocess.Popen([sys.executable, "-m", "zoo.demo_server", json.dumps(settings)], cwd=folder, env=env)
+        forward = signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
         try:
-            proc = subprocess.run([sys.executable, str(folder / "app.py")], cwd=folder, env=env)
-        except KeyboardInterrupt:
+            returncode = proc.wait()
+        except KeyboardInterrupt:  # the terminal sent SIGINT to both; give the server its graceful shutdown
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
             return
-    if proc.returncode not in (0, -2, 130):
-        raise ZooError(f"{model_id}: the demo app exited with status {proc.returncode} (see its output above)")
+        finally:
+            signal.signal(signal.SIGTERM, forward)
+            if proc.poll() is None:
+                proc.kill()
+    if returncode not in (0, -2, -15, 130):
+        raise ZooError(f"{model_id}: the demo app exited with status {returncode} (see its output above)")
 
 
 def hub_env(endpoint: str, token: str | None, store: Store) -> dict[str, str]:

@@ -31,8 +31,17 @@ class Store:
 
     @classmethod
     def for_registry(cls, registry_path: Path) -> Store:
+        """The store of a registry: ``$ZOO_HOME``, else ``.zoo/`` beside it.
+
+        Raises:
+            ZooError: the root exists and is not a folder (it would read as an empty store).
+        """
+        from zoo.verify import is_dir_store
+
         env = os.environ.get("ZOO_HOME")
-        return cls(Path(env) if env else registry_path.resolve().parent / ".zoo")
+        root = Path(env) if env else registry_path.resolve().parent / ".zoo"
+        is_dir_store(root)
+        return cls(root)
 
     def artifact(self, h: str) -> Path:
         return self.root / "artifacts" / h
@@ -86,7 +95,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     On any error, or an interrupt, the temp folder is removed and ``final`` is left as it was.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final.name), dir=final.parent))
     try:
         yield tmp
         _fsync_tree(tmp)
@@ -105,7 +114,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write a file so that a reader sees the old content or the new, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
@@ -123,14 +132,73 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+def read_json(path: Path, fix: str = "run `zoo fsck --repair`, then the command that wrote it") -> Any:
+    """Parse a JSON file the tool wrote.
+
+    Raises:
+        ZooError: the file is missing, damaged or not JSON: one line naming it and ``fix``.
+    """
+    from zoo.verify import read_json as checked
+
+    return checked(path, fix, object)
 
 
-def clean_temp(root: Path) -> None:
-    """Remove temp folders left by a process that was killed mid-write."""
-    for d in root.glob("**/.tmp-*"):
-        shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
+def _temp_prefix(name: str) -> str:
+    # the writer's PID is in the name, so a sweep removes only temps whose writer is gone
+    return f".tmp-{name}-{os.getpid()}p-"
+
+
+def _writer_gone(name: str, max_age_s: float, mtime: float) -> bool:
+    """Whether the process that made temp ``name`` is gone (or, for names without a PID, it is old)."""
+    import re
+    import time
+
+    m = re.match(r"^\.tmp-.*-(\d+)p-[^-]*$", name) or re.match(r"^\.old-.*-(\d+)$", name)
+    if not m:
+        return time.time() - mtime > max_age_s
+    pid = int(m.group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def clean_temp(root: Path, max_age_s: float = 3600) -> list[Path]:
+    """Remove temp files and folders left by processes killed mid-write, and put back a folder whose replacement
+    was interrupted between its two renames; returns what was removed or restored.
+
+    Only temps whose writer is gone are touched (their names carry its PID), so a concurrent writer is safe; a temp
+    of the old naming, without a PID, is removed once it is older than ``max_age_s``.
+    """
+    done: list[Path] = []
+    if not root.is_dir():
+        return done
+    for d in sorted(root.glob("**/.tmp-*"), key=lambda p: len(p.parts), reverse=True):
+        try:
+            if not _writer_gone(d.name, max_age_s, d.lstat().st_mtime):
+                continue
+            shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
+            done.append(d)
+        except OSError:
+            continue
+    for old in root.glob("**/.old-*"):
+        try:
+            if not _writer_gone(old.name, max_age_s, old.lstat().st_mtime):
+                continue
+            final = old.parent / old.name.removeprefix(".old-").rsplit("-", 1)[0]
+            if final.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.rename(final)  # killed between moving the old folder aside and renaming the new one in
+            done.append(old)
+        except OSError:
+            continue
+    return done
 
 
 def _fsync_tree(path: Path) -> None:

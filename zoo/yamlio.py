@@ -75,10 +75,19 @@ def _construct(node: yaml.Node, loc: Loc, lines: dict[Loc, int], path: str) -> A
 
 
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
+# libyaml's parser when PyYAML has it (about 10x faster on a registry of thousands of variants)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _scalar(node: yaml.Node) -> Any:
     return _CONSTRUCTOR.construct_object(node, deep=True)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=_LOADER)
+    except yaml.YAMLError:
+        return yaml.compose(text, Loader=yaml.SafeLoader)  # its messages are the ones users see; raises again
 
 
 def load(path: str | Path, display: str | None = None, text: str | None = None) -> Document:
@@ -105,7 +114,7 @@ def load(path: str | Path, display: str | None = None, text: str | None = None) 
         raise ZooError(problems=[Problem(shown, text[: text.index("\x00")].count("\n") + 1, "",
                                          "file contains a NUL byte: save it as UTF-8 text")])
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zoo.errors import Problem, did_you_mean
-from zoo.ids import repo_id
+from zoo.errors import Problem, ZooError, did_you_mean
+from zoo.ids import RESERVED_VARIANTS, adapter_repo_id, repo_id, repo_id_problem, space_id, tag_problem
 from zoo.registry.recipes import Recipe, load_recipe
-from zoo.registry.schema import TASK_METRICS, Registry, Task
-from zoo.sources import parse_source
+from zoo.registry.schema import TASK_METRICS, Kind, Registry, Task
+from zoo.sources import confined, parse_source
 from zoo.yamlio import Document
+
+# Deepest 'from:' chain: each level is a whole build, so real chains are 2-4 deep; stages that walk a chain stay far
+# below Python's recursion limit.
+MAX_CHAIN_DEPTH = 32
 
 
 def check(reg: Registry, doc: Document, recipes_dir: Path, recipes_display: str
@@ -19,6 +23,8 @@ def check(reg: Registry, doc: Document, recipes_dir: Path, recipes_display: str
     recipes: dict[str, Recipe] = {}
     failed: set[str] = set()
     seen_repos: dict[str, str] = {}
+    if reg.version is not None and (why := tag_problem(reg.version)):
+        problems.append(doc.problem(("version",), f"{why}: `zoo push` tags every repo with it"))
     for mid, model in reg.models.items():
         at = ("models", mid)
         src = parse_source(model.base.source)
@@ -26,6 +32,12 @@ def check(reg: Registry, doc: Document, recipes_dir: Path, recipes_display: str
             problems.append(doc.problem((*at, "base", "source"),
                                         f"'{model.base.source}' has no pinned revision: append @COMMIT_SHA so "
                                         "builds are reproducible", warning=True))
+        for part, source in (("base", model.base.source), ("dataset", model.dataset.source)):
+            if (parsed := parse_source(source)).scheme == "file":
+                try:
+                    confined(parsed.name, recipes_dir.parent, "")
+                except ZooError as e:
+                    problems.append(doc.problem((*at, part, "source"), str(e).removeprefix(": ")))
         metrics = TASK_METRICS[model.task]
         for i, m in enumerate(model.evaluation.metrics):
             if m not in metrics:
@@ -38,10 +50,21 @@ def check(reg: Registry, doc: Document, recipes_dir: Path, recipes_display: str
         problems += _check_gate(reg, doc, mid)
         for vid, variant in model.variants.items():
             vat = (*at, "variants", vid)
-            rid = repo_id(reg.org, mid, vid)
-            if rid in seen_repos:
-                problems.append(doc.problem(vat, f"repo id '{rid}' is also that of {seen_repos[rid]}: rename one"))
-            seen_repos[rid] = f"models.{mid}.variants.{vid}"
+            if vid in RESERVED_VARIANTS:
+                problems.append(doc.problem(vat, f"'{vid}' is reserved (repos/{mid}-{vid} holds the family card): "
+                                            "rename the variant"))
+            rids = [repo_id(reg.org, mid, vid)]
+            if variant.kind == Kind.qlora_4bit:
+                rids.append(adapter_repo_id(reg.org, mid, vid))
+            for rid in rids:
+                what = "repo id" if rid == rids[0] else "adapter repo id"
+                if rid in seen_repos:
+                    problems.append(doc.problem(vat, f"{what} '{rid}' is also that of {seen_repos[rid]}: "
+                                                "rename one"))
+                elif why := repo_id_problem(rid):
+                    problems.append(doc.problem(vat, f"{why}: the Hub refuses it; shorten or rename the model or "
+                                                "variant id (no '--', no trailing '-')"))
+                seen_repos[rid] = f"models.{mid}.variants.{vid}" + (" (its adapter repo)" if rid != rids[0] else "")
             if variant.from_ != "base" and variant.from_ not in model.variants:
                 problems.append(doc.problem((*vat, "from"), f"unknown parent '{variant.from_}'"
                                             f"{did_you_mean(variant.from_, ['base', *model.variants])}"))
@@ -75,7 +98,9 @@ def check(reg: Registry, doc: Document, recipes_dir: Path, recipes_display: str
             if model.task not in t.tasks:
                 problems.append(doc.problem((*vat, "recipe"), f"recipe '{name}' (technique {t.name}) does not "
                                             f"support {model.task} (it supports {', '.join(sorted(t.tasks))})"))
-        problems += _check_cycles(reg, doc, mid)
+        if why := repo_id_problem(space_id(reg.org, mid)):
+            problems.append(doc.problem(at, f"{why}: the Hub refuses the demo Space's id; shorten the model id"))
+        problems += _check_chains(reg, doc, mid)
     return recipes, problems
 
 
@@ -99,22 +124,38 @@ def _check_gate(reg: Registry, doc: Document, mid: str) -> list[Problem]:
     return out
 
 
-def _check_cycles(reg: Registry, doc: Document, mid: str) -> list[Problem]:
+def _check_chains(reg: Registry, doc: Document, mid: str) -> list[Problem]:
+    """Cycles in ``from:`` and chains deeper than MAX_CHAIN_DEPTH, in one pass over the variants (linear time)."""
     variants = reg.models[mid].variants
     out: list[Problem] = []
-    reported: set[str] = set()
+    depth: dict[str, int] = {}  # variant -> builds from base to it; -1: on a cycle
     for start in variants:
         path: list[str] = []
+        on_path: dict[str, int] = {}
         cur = start
-        while cur in variants and cur not in path:
+        while cur in variants and cur not in depth and cur not in on_path:
+            on_path[cur] = len(path)
             path.append(cur)
             cur = variants[cur].from_
-        if cur in path and len(path[path.index(cur):]) > 1:
-            cycle = path[path.index(cur):]
-            key = min(cycle)
-            if key not in reported:
-                reported.add(key)
-                out.append(doc.problem(("models", mid, "variants", key, "from"),
+        if cur in on_path:  # the walk came back to itself: a cycle (each cycle is found once, by its first walk)
+            cycle = path[on_path[cur]:]
+            if len(cycle) > 1:
+                out.append(doc.problem(("models", mid, "variants", min(cycle), "from"),
                                        f"cycle in 'from:': {' -> '.join([*cycle, cur])}: one of them must "
                                        "come from 'base' or a variant outside the cycle"))
+            for v in cycle:
+                depth[v] = -1
+            path = path[:on_path[cur]]
+            below = -1
+        else:
+            below = depth.get(cur, 0)  # 0: base (or an unknown parent, reported elsewhere)
+        for v in reversed(path):
+            below = -1 if below < 0 else below + 1
+            depth[v] = below
+    deep = [v for v, d in depth.items() if d > MAX_CHAIN_DEPTH]
+    if deep:
+        worst = max(deep, key=depth.__getitem__)
+        out.append(doc.problem(("models", mid, "variants", worst, "from"),
+                               f"'from:' chain of {depth[worst]} builds from base (limit {MAX_CHAIN_DEPTH}; "
+                               f"{len(deep)} variants are deeper): build deep variants from a nearer parent"))
     return out
