@@ -159,7 +159,9 @@ def test_same_inputs_reuse_results_and_force_recomputes(evaluated, monkeypatch):
     again = evaluate.evaluate(loaded, store, [nodes["tiny-sentiment:int8"]], log=lambda *_: None)
     assert calls == [] and again == first
     forced = evaluate.evaluate(loaded, store, [nodes["tiny-sentiment:int8"]], force=True, log=lambda *_: None)
-    assert len(calls) == 2
+    # the family (int8 and its reference fp32) is timed together: ROUNDS rounds each, once more if noisy
+    assert len(calls) in (2 * perf.ROUNDS, 4 * perf.ROUNDS)
+    assert {Path(c).name for c in calls} == {nodes[k].hash for k in ("tiny-sentiment:int8", "tiny-sentiment:fp32")}
     assert forced["tiny-sentiment:int8"]["metrics"] == first["tiny-sentiment:int8"]["metrics"]  # deterministic
     assert forced["tiny-sentiment:int8"]["eval_hash"] == first["tiny-sentiment:int8"]["eval_hash"]
 
@@ -210,6 +212,7 @@ def test_the_gate_blocks_a_broken_variant(evaluated, monkeypatch):
     out = evaluate.evaluate(loaded, store, [node], force=True, log=lambda *_: None)
     gate = out["tiny-sentiment:w16a16"]["gate"]
     assert gate["passed"] is False and gate["ratio"] < gate["min_ratio"]
+    assert gate["verdict"] == "worse" and gate["interval"]["high"] < gate["min_ratio"]
     assert gate["value"] == pytest.approx(1 - gate["reference"], abs=0.02)  # every binary prediction flipped
     rows = json.loads(CliRunner().invoke(_app(), ["list", "--registry", str(reg), "--json"]).stdout)
     status = {r["variant"]: r["status"] for r in rows}
@@ -218,6 +221,41 @@ def test_the_gate_blocks_a_broken_variant(evaluated, monkeypatch):
     assert status["int8"] == f"evaluated, {'gate pass' if int8_passed else 'GATE FAILED'}"
     text = CliRunner().invoke(_app(), ["list", "--registry", str(reg)], env={"COLUMNS": "200"}).stdout
     assert "GATE FAILED" in text
+
+
+def test_results_carry_intervals_a_paired_gate_and_interleaved_timing(evaluated):
+    _, out, _ = evaluated
+    r = out["tiny-sentiment:int8"]
+    iv = r["intervals"]["accuracy"]
+    assert iv["low"] <= r["metrics"]["accuracy"] <= iv["high"] and iv["rows"] == r["samples"]
+    assert iv["resamples"] >= 1000 and iv["level"] == 0.95
+    g = r["gate"]
+    assert g["interval"]["low"] <= g["ratio"] <= g["interval"]["high"] and g["rows"] == r["samples"]
+    assert g["passed"] == (g["verdict"] == "pass") == (g["interval"]["low"] >= g["min_ratio"])
+    assert 0 <= g["agreement"] <= 1 and len(r["predictions"]["preds"]) == r["samples"]
+    assert r["perf"]["protocol"]["rounds"] == perf.ROUNDS and isinstance(r["perf"]["noisy"], bool)
+    assert r["perf"]["session"] == out["tiny-sentiment:fp32"]["perf"]["session"]  # timed in one session
+
+
+def test_a_gate_straddling_the_line_says_not_enough_evidence(evaluated):
+    reg, _, _ = evaluated
+    loaded, _, nodes = _load(reg)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 60).tolist()
+    ref = list(labels)
+    variant = [1 - v if i == 0 else v for i, v in enumerate(labels)]  # one row of 60 lost: ratio 0.983
+    test = {"indices_sha256": "same"}
+    model = loaded.model("tiny-sentiment")
+    ev = model.evaluation
+    model = model.model_copy(update={"evaluation": ev.model_copy(update={
+        "gate": ev.gate.model_copy(update={"min_ratio": 0.99})})})
+    gate = evaluate._gate(model, nodes["tiny-sentiment:int8"], "fp32",
+                          {"metrics": {"accuracy": 1.0}, "predictions": {"labels": labels, "preds": ref},
+                           "test": test},
+                          {"accuracy": 59 / 60}, {"labels": labels, "preds": variant, "n_classes": 2}, test)
+    assert gate["verdict"] == "not enough evidence" and gate["passed"] is False
+    assert gate["interval"]["low"] < gate["min_ratio"] <= gate["interval"]["high"]
+    assert "more test rows" in gate["reason"]
 
 
 def test_a_gate_whose_reference_has_no_result_fails_closed(evaluated):

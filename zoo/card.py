@@ -108,6 +108,10 @@ def family_table(loaded: Loaded, store: Store, model_id: str) -> dict[str, Any]:
             "variant": n.variant_id, "kind": n.kind, "repo_id": ids.repo_id(loaded.registry.org, model_id,
                                                                             n.variant_id),
             "value": value, "ratio": _ratio(metric, value, ref_value),
+            "interval": ((r or {}).get("intervals") or {}).get(metric),
+            "ratio_interval": _report_ratio_interval(r, results.get(ref) if ref else None, metric, model) if r
+            else None,
+            "noisy": perf.get("noisy"),
             "size_mb": perf["size_bytes"] / 1e6 if perf.get("size_bytes") else None,
             "p50_ms": ((perf.get("latency_ms") or {}).get("batch_1") or {}).get("p50"),
             "target": n.target, "measured_on": perf.get("measured_on"), "on_target": perf.get("on_target"),
@@ -128,11 +132,11 @@ def family_markdown(loaded: Loaded, table: dict[str, Any], highlight: str | None
     for r in table["rows"]:
         cells = {
             "variant": f"[{r['variant']}](https://huggingface.co/{r['repo_id']})", "kind": r["kind"],
-            "value": "not evaluated" if r["value"] is None else f"{r['value']:.4f}",
-            "ratio": "—" if r["ratio"] is None else f"{r['ratio']:.3f}",
+            "value": "not evaluated" if r["value"] is None else f"{r['value']:.4f}" + _iv(r.get("interval")),
+            "ratio": "—" if r["ratio"] is None else f"{r['ratio']:.3f}" + _iv(r.get("ratio_interval")),
             "size": "—" if r["size_mb"] is None else f"{r['size_mb']:.1f} MB",
             "latency": "—" if r["p50_ms"] is None else f"{r['p50_ms']:.1f} ms"
-                       + ("" if r["on_target"] else " (not on target)"),
+                       + ("" if r["on_target"] else " (not on target)") + (" (noisy)" if r.get("noisy") else ""),
             "target": r["target"], "gate": r["gate"],
         }
         if r["variant"] == highlight:
@@ -142,6 +146,17 @@ def family_markdown(loaded: Loaded, table: dict[str, Any], highlight: str | None
     return env.get_template("family_table.md.j2").render(
         metric=table["metric"], reference=table["reference"], rows=rows,
         lower_is_better=Metric(table["metric"]) in LOWER_IS_BETTER).strip() + "\n"
+
+
+def _iv(iv: dict | None) -> str:
+    """" [low, high]" of a 95% interval, or nothing."""
+    return f" [{iv['low']:.3f}, {iv['high']:.3f}]" if iv else ""
+
+
+def _report_ratio_interval(res: dict, ref: dict | None, metric: str, model: Any) -> dict | None:
+    from zoo.report import _ratio_interval
+
+    return _ratio_interval(res, ref, metric, model.evaluation.seed)
 
 
 def _ratio(metric: str, value: float | None, ref: float | None) -> float | None:

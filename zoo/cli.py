@@ -267,18 +267,40 @@ def build(selector: Selector = None, registry: RegistryOpt = DEFAULT_REGISTRY,
 @handled
 def eval_(selector: Selector = None, registry: RegistryOpt = DEFAULT_REGISTRY,
           force: Annotated[bool, typer.Option("--force", help="Re-evaluate even when nothing changed.")] = False,
+          perf_only: Annotated[bool, typer.Option("--perf", help="Re-measure speed only (metrics and gates kept); "
+                                                                "the family is timed interleaved.")] = False,
           all_models: Annotated[bool, typer.Option("--all", help="Include models marked default: false.")] = False):
-    """Evaluate built variants: task metrics, the accuracy gate, and performance on this machine."""
-    from zoo import evaluate
+    """Evaluate built variants: task metrics with 95% intervals, the paired accuracy gate, speed on this machine."""
+    from zoo import evaluate, perf
 
     loaded = _load(registry)
     results = evaluate.evaluate(loaded, _store(loaded), _nodes(loaded, selector, all_models=all_models),
-                                force=force, log=err.print)
+                                force=force, log=err.print, perf_only=perf_only)
     for key, r in results.items():
-        gate = r.get("gate") or {}
-        verdict = "gate pass" if gate.get("passed", True) else "GATE FAILED"
-        metrics = ", ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items())
-        out.print(f"{key:<32} {metrics}  {verdict}", markup=False, highlight=False)
+        metrics = ", ".join(evaluate._with_interval(k, v, r.get("intervals") or {}) for k, v in r["metrics"].items())
+        speed = f"  p50 b1 {perf.label(r['perf'])}" if r.get("perf") else ""
+        out.print(f"{key:<32} {metrics}  {evaluate.gate_text(r.get('gate') or {})}{speed}", markup=False,
+                  highlight=False)
+
+
+@app.command()
+@handled
+def bench(what: Annotated[str, typer.Argument(help="MODEL:VARIANT (built here or pulled from the hub), or a "
+                                                   "pulled/built variant folder.")],
+          registry: RegistryOpt = DEFAULT_REGISTRY, hub: HubOpt = HubKind.local,
+          rounds: Annotated[int, typer.Option(min=1, max=20, help="Rounds, each in a fresh process.")] = 3,
+          as_json: Annotated[bool, typer.Option("--json")] = False):
+    """Time a published variant on this machine with the zoo's protocol and print it beside the card's figures."""
+    from zoo import bench as bench_mod
+
+    folder = Path(what)
+    loaded = None if folder.is_dir() else _load(registry)
+    got = bench_mod.bench(what, loaded, _store(loaded) if loaded else None, hub=hub.value, rounds=rounds,
+                          log=err.print)
+    if as_json:
+        sys.stdout.write(json.dumps(got, indent=2, default=str) + "\n")
+    else:
+        out.print(bench_mod.render(got))
 
 
 @app.command()

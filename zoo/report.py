@@ -5,6 +5,10 @@ are computed only between variants measured on the same machine, and a variant m
 as such — its latency is this machine's, not the target's. Every task is reported the same way: the primary
 metric is the gate's (else the first declared), and for a lower-is-better one (perplexity) "ratio to fp32" is
 fp32 / variant and the Pareto front prefers lower values, so 1.0 means equal and below 1.0 worse in every table.
+
+Every per-row metric is shown with its 95% interval and the ratio to fp32 with the paired bootstrap interval
+(``zoo.metrics.compare`` on the same test rows). Latency is the median over interleaved rounds with its spread; a
+figure taken while other processes competed for the cores is marked "(noisy)" wherever it is shown.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ def family_table(loaded: Loaded, store: Store, model_id: str, nodes: list[plan.N
     results = {n.variant_id: read_results(store, n) for n in nodes}
     ref_id = next((n.variant_id for n in nodes if n.kind == "fp32"), None)
     ref = results.get(ref_id) if ref_id else None
-    rows = [_row(n, store, results[n.variant_id], ref, primary) for n in nodes]
+    rows = [_row(n, store, results[n.variant_id], ref, primary, model.evaluation.seed) for n in nodes]
     _mark_pareto(rows, primary)
     return {
         "model": model_id,
@@ -91,7 +95,19 @@ def _input(task: str, seq_len: int, results: list[dict]) -> str:
     return f"{'/'.join(map(str, sizes))} px images" if sizes else "images"
 
 
-def _row(node: plan.Node, store: Store, res: dict | None, ref: dict | None, primary: str) -> dict[str, Any]:
+def _ratio_interval(res: dict, ref: dict | None, primary: str, seed: int) -> dict | None:
+    """Paired bootstrap interval of the ratio to fp32 when both have per-row predictions on the same rows."""
+    a, b = res.get("predictions"), (ref or {}).get("predictions")
+    if not a or not b or not metrics.spec(primary).per_row or res is ref:
+        return None
+    if (res.get("test") or {}).get("indices_sha256") != (ref.get("test") or {}).get("indices_sha256"):
+        return None
+    cmp = metrics.compare(primary, a["labels"], a["preds"], b["preds"], a.get("n_classes"), seed)
+    return {**cmp["ratio"], "agreement": round(cmp["agreement"], 4), "rows": cmp["rows"]}
+
+
+def _row(node: plan.Node, store: Store, res: dict | None, ref: dict | None, primary: str,
+         seed: int = 0) -> dict[str, Any]:
     status = "not built" if not store.is_built(node.hash) else "not evaluated" if res is None else "evaluated"
     row: dict[str, Any] = {"variant": node.variant_id, "kind": node.kind, "target": node.target, "hash": node.hash,
                            "status": status}
@@ -102,6 +118,8 @@ def _row(node: plan.Node, store: Store, res: dict | None, ref: dict | None, prim
     value = res["metrics"].get(primary)
     row.update({
         "metrics": res["metrics"],
+        "intervals": res.get("intervals") or {},
+        "ratio_interval": _ratio_interval(res, ref, primary, seed),
         "kfold": res.get("kfold"),
         "samples": res.get("samples"),
         "ratio_to_fp32": (round(metrics.ratio(primary, value, ref["metrics"][primary]), 4)
@@ -111,7 +129,13 @@ def _row(node: plan.Node, store: Store, res: dict | None, ref: dict | None, prim
         "params": p.get("params"),
         "p50_ms": (lat.get("batch_1") or {}).get("p50"),
         "p95_ms": (lat.get("batch_1") or {}).get("p95"),
+        "p50_spread": (lat.get("batch_1") or {}).get("spread"),
         "p50_batch_n_ms": (lat.get("batch_N") or {}).get("p50"),
+        "p50_batch_n_spread": (lat.get("batch_N") or {}).get("spread"),
+        "noisy": p.get("noisy"),
+        "noisy_reason": p.get("noisy_reason"),
+        "others_cores": p.get("others_cores"),
+        "perf_session": p.get("session"),
         "batch_n": (lat.get("batch_N") or {}).get("batch"),
         "throughput_per_s": p.get("throughput_per_s"),
         "speedup": _speedup(p, (ref or {}).get("perf")),
@@ -142,6 +166,18 @@ def _speedup(p: dict, ref: dict | None) -> float | None:
     return round(theirs["p50"] / mine["p50"], 3)
 
 
+def pick_for_target(candidates: list[tuple[float, float, str]]) -> str:
+    """``zoo pull --target``'s rule: among the gate-passing variants for the target — ``(score, p50, variant)``
+    with score = −metric (or +metric when lower is better), so smaller is better on both — keep the Pareto front
+    (no other is at least as good on both and better on one), then take its fastest; ties go to the better metric.
+
+    Every candidate already kept the reference's quality within the gate, so speed decides among the front.
+    """
+    front = [c for c in candidates if not any(o[0] <= c[0] and o[1] <= c[1] and (o[0] < c[0] or o[1] < c[1])
+                                              for o in candidates)]
+    return min(front, key=lambda c: (c[1], c[0], c[2]))[2]
+
+
 def _mark_pareto(rows: list[dict], primary: str) -> None:
     """Flag the rows no other row beats on both latency and the primary metric (same machine only)."""
     lower = primary in metrics.LOWER_IS_BETTER
@@ -164,19 +200,33 @@ def render(table: dict[str, Any]) -> Table:
                     f"{'; '.join(table['measured_on']) or 'nothing yet'}{threads}")
     primary = table["primary_metric"]
     ratio = f"fp32 / {primary}" if table.get("lower_is_better") else f"{primary} / fp32"  # ≥ 1: at least as good
-    for col in ("variant", "kind", *names, ratio, "size MB", "p50 ms", "speed-up",
+    for col in ("variant", "kind", *names, ratio, "size MB", "p50 ms", "speed-up", "Pareto",
                 "peak RSS MB", "target", "gate"):
         t.add_column(col, justify="right" if col not in ("variant", "kind", "target", "gate") else "left")
     for r in table["rows"]:
         if r["status"] != "evaluated":
-            t.add_row(r["variant"], r["kind"], *["—"] * (len(names) + 5), r["target"], r["status"])
+            t.add_row(r["variant"], r["kind"], *["—"] * (len(names) + 6), r["target"], r["status"])
             continue
         cells = [_metric(r, m) for m in names]
         on = "" if r["on_target"] else " (not measured on it)"
-        t.add_row(r["variant"], r["kind"], *cells, _f(r["ratio_to_fp32"], "{:.4f}"), _f(r["size_mb"], "{:.1f}"),
-                  _f(r["p50_ms"], "{:.2f}"), _f(r["speedup"], "{:.2f}×"), _f(r["peak_rss_mb"], "{:.0f}"),
+        t.add_row(r["variant"], r["kind"], *cells, _ratio_cell(r), _f(r["size_mb"], "{:.1f}"), _latency(r),
+                  _f(r["speedup"], "{:.2f}×"), "★" if r.get("pareto") else "", _f(r["peak_rss_mb"], "{:.0f}"),
                   r["target"] + on, _gate(r["gate"]))
     return t
+
+
+def _ratio_cell(r: dict) -> str:
+    iv = r.get("ratio_interval")
+    text = _f(r["ratio_to_fp32"], "{:.4f}")
+    return f"{text} [{iv['low']:.3f}, {iv['high']:.3f}]" if iv else text
+
+
+def _latency(r: dict) -> str:
+    """p50 with ± half its spread over rounds; "(noisy)" when other processes competed while timing."""
+    if r.get("p50_ms") is None:
+        return "—"
+    spread = f" ±{r['p50_spread'] / 2:.0%}" if r.get("p50_spread") is not None else ""
+    return f"{r['p50_ms']:.2f}{spread}" + (" (noisy)" if r.get("noisy") else "")
 
 
 def _table_input(table: dict[str, Any]) -> str:
@@ -186,7 +236,8 @@ def _table_input(table: dict[str, Any]) -> str:
 def _metric(r: dict, m: str) -> str:
     v = r["metrics"].get(m)
     kf = (r.get("kfold") or {}).get(m)
-    text = _f(v, "{:.4f}")
+    iv = (r.get("intervals") or {}).get(m)
+    text = _f(v, "{:.4f}") + (f" [{iv['low']:.3f}, {iv['high']:.3f}]" if iv else "")
     return f"{text} ({kf['mean']:.3f}±{kf['std']:.3f})" if kf else text
 
 
@@ -195,9 +246,13 @@ def _gate(g: dict | None) -> str:
         return "pass"
     if "ratio" not in g:
         return ("pass: " if g.get("passed", True) else "FAILED: ") + g.get("reason", "")
+    iv = g.get("interval")
+    if iv:
+        word = "pass" if g["passed"] else f"FAILED ({g.get('verdict')})"
+        return f"{word}: lower bound {iv['low']:.4f} vs {g['min_ratio']} of {g['of']}"
     if g["passed"]:
-        return f"pass {g['ratio']:.4f} ≥ {g['min_ratio']} of {g['of']}"
-    return f"FAILED {g['ratio']:.4f} < {g['min_ratio']} of {g['of']}"
+        return f"pass {g['ratio']:.4f} ≥ {g['min_ratio']} of {g['of']} (no interval)"
+    return f"FAILED {g['ratio']:.4f} < {g['min_ratio']} of {g['of']} (no interval)"
 
 
 def _f(v: float | None, fmt: str) -> str:

@@ -23,8 +23,8 @@ LOADERS = {
 
 
 def best_for_target(loaded: Loaded, hub: Hub, model: str, target: str, revision: str | None = None) -> str:
-    """The published variant of ``model`` for ``target`` with the best primary metric among those that passed
-    their gate; ties go to the lower batch-1 p50 latency.
+    """The published variant of ``model`` for ``target`` picked by ``zoo.report.pick_for_target``: among those that
+    passed their gate, the fastest on the Pareto front (metric vs batch-1 p50).
 
     Raises:
         UsageError: unknown target.
@@ -54,7 +54,9 @@ def best_for_target(loaded: Loaded, hub: Hub, model: str, target: str, revision:
         named = [vid for vid, v in m.variants.items() if v.target == target]
         raise ZooError(f"{model}: no published variant for target '{target}' passed its gate "
                        f"(variants for it: {', '.join(named) or 'none'}): run `zoo push {model}` first")
-    return min(candidates)[2]
+    from zoo.report import pick_for_target
+
+    return pick_for_target(candidates)
 
 
 def load_lines(task: Task, folder: Path, fmt: str | None) -> list[str]:

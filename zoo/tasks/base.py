@@ -21,6 +21,9 @@ class Scores:
     test: dict[str, Any]  # which rows: source, sha256, split, samples, indices_sha256
     kfold: dict[str, dict[str, float]] | None = None  # metric -> {"mean", "std", "k"}
     details: dict[str, Any] = field(default_factory=dict)  # task facts, e.g. how many rows a task metric used
+    # per-row labels and predictions, for intervals and paired gates: {"labels", "preds", "n_classes"}; None when
+    # the task's metrics are not per-row (perplexity)
+    predictions: dict[str, Any] | None = None
 
 
 @dataclass

@@ -48,8 +48,11 @@ class ImageClassification(TaskHandler):
         n_classes = len(splits.label_names)
         scores = metrics.classification(names, labels, preds, n_classes)
         folds = metrics.kfold(names, labels, preds, ev.kfold, ev.seed, n_classes) if ev.kfold else None
+        predictions = {"labels": [int(v) for v in labels], "preds": [int(v) for v in preds],
+                       "n_classes": n_classes}
         test = {**splits.describe("test"), "samples": len(rows), "indices_sha256": rows.indices_hash()}
-        return Scores(scores, len(rows), test, folds, {"image_size": clf.image_size, "runtime": clf.runtime})
+        return Scores(scores, len(rows), test, folds, {"image_size": clf.image_size, "runtime": clf.runtime},
+                      predictions)
 
     def perf_model(self, artifact_dir: Path, device: str, seq_len: int) -> PerfModel:
         import numpy as np

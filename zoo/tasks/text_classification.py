@@ -50,8 +50,10 @@ class TextClassification(TaskHandler):
         n_classes = len(splits.label_names or [])
         scores = metrics.classification(names, rows.labels, preds, n_classes)
         folds = metrics.kfold(names, rows.labels, preds, ev.kfold, ev.seed, n_classes) if ev.kfold else None
+        predictions = {"labels": [int(v) for v in rows.labels], "preds": [int(v) for v in preds],
+                       "n_classes": n_classes}
         test = {**splits.describe("test"), "samples": len(rows), "indices_sha256": rows.indices_hash()}
-        return Scores(scores, len(rows), test, folds)
+        return Scores(scores, len(rows), test, folds, predictions=predictions)
 
     def perf_model(self, artifact_dir: Path, device: str, seq_len: int) -> PerfModel:
         from zoo import formats

@@ -1,4 +1,10 @@
-"""int8: ONNX export with torch.onnx, then ONNX Runtime quantization (static QDQ with calibration, or dynamic)."""
+"""int8: ONNX export with torch.onnx, then the post-export steps of :func:`quantize_exported` — ONNX Runtime's
+transformer graph fusions (optional), then ONNX Runtime quantization (static QDQ with calibration, or dynamic).
+
+The post-export steps take any exported fp32 ONNX file, however it was produced. Nodes kept in fp32 are chosen by
+op type and position in the graph (``exclude``: the i-th MatMul, the last one …) or by globs over node names and
+module paths (``exclude_nodes``), so a recipe does not depend on the exporter's node names.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,14 @@ class Calibration(Params):
     percentile: float = Field(99.999, gt=90, le=100)
 
 
+class NodeSelector(Params):
+    """Nodes of one op type picked by position in graph order (0 = first, -1 = last) in the graph being quantized
+    (the fused one when ``fuse`` is set)."""
+
+    op_type: str  # e.g. MatMul, Attention, Gather
+    index: list[int] = Field(min_length=1)
+
+
 class Int8Params(Params):
     mode: Literal["static", "dynamic"] = "static"
     per_channel: bool = True
@@ -35,6 +49,8 @@ class Int8Params(Params):
     # nodes kept in fp32: globs over each node's name or its module path + op type (e.g. "*/output/dense/MatMul"),
     # which is the same path whichever exporter wrote the graph (see _onnx.node_paths)
     exclude_nodes: list[str] = []
+    exclude: list[NodeSelector] = []  # nodes kept in fp32, by op type and position (exporter-independent)
+    fuse: Literal["none", "bert"] = "none"  # ONNX Runtime transformer fusions before quantizing (model_type)
     exporter: Literal["torchscript", "dynamo"] = "torchscript"  # torch.onnx.export(dynamo=...)
 
 
@@ -83,22 +99,22 @@ class Int8(Technique):
             fp32_path = _onnx.export(ctx.parent_dir, Path(tmp) / "export", p.exporter)
             _onnx.clear_value_info(fp32_path)
             out_path = ctx.out_dir / "model.onnx"
-            excluded = expand_nodes(fp32_path, p.exclude_nodes, f"recipes/{ctx.recipe_name}.yaml: exclude_nodes")
+            rows = splits.calibration.head(p.calibration.samples) if p.mode == "static" else None
+            if rows is not None and len(rows) < p.calibration.samples:
+                ctx.log(f"{key}: only {len(rows)} calibration rows (dataset.split.calibration); using them all")
+            ctx.log(f"{key}: {'bert graph fusions, ' if p.fuse != 'none' else ''}{p.mode} quantization"
+                    + (f", {p.calibration.method} calibration on {len(rows)} rows" if rows is not None else "")
+                    + f", {preset.isa} preset")
+            steps = quantize_exported(fp32_path, out_path, p, preset, tokenizer, rows.inputs if rows else None,
+                                      f"recipes/{ctx.recipe_name}.yaml", ctx.progress, key,
+                                      _model_shape(ctx.parent_dir))
+            excluded = steps["excluded"]
             calibration: dict[str, Any] | None = None
-            if p.mode == "static":
-                rows = splits.calibration.head(p.calibration.samples)
-                if len(rows) < p.calibration.samples:
-                    ctx.log(f"{key}: only {len(rows)} calibration rows (dataset.split.calibration); using them all")
-                ctx.log(f"{key}: static QDQ quantization, {p.calibration.method} calibration on {len(rows)} rows, "
-                        f"{preset.isa} preset")
-                _quantize_static(fp32_path, out_path, p, preset, tokenizer, rows.inputs, excluded, ctx.progress, key)
+            if rows is not None:
                 calibration = {**splits.describe("calibration"), "method": p.calibration.method,
                                "samples": len(rows)}
                 if p.calibration.method == "percentile":
                     calibration["percentile"] = p.calibration.percentile
-            else:
-                ctx.log(f"{key}: dynamic quantization, {preset.isa} preset")
-                _quantize_dynamic(fp32_path, out_path, p, preset, excluded)
             texts = splits.test.inputs[:CHECK_ROWS]
             reference = _onnx.logits(_onnx.session(fp32_path), tokenizer, texts, p.max_length)
             for f in fp32_path.parent.iterdir():
@@ -116,13 +132,113 @@ class Int8(Technique):
             "quantization": {"mode": p.mode, "format": "QDQ" if p.mode == "static" else "QOperator",
                              "per_channel": p.per_channel, "weights": p.weights,
                              "activations": p.activations if p.mode == "static" else "uint8 (dynamic)",
-                             "op_types": p.op_types, "exclude_nodes": p.exclude_nodes, "excluded": len(excluded),
-                             "exporter": f"torch.onnx ({p.exporter})",
-                             "preset": asdict(preset), "check": check},
+                             "op_types": p.op_types, "exclude_nodes": p.exclude_nodes,
+                             "exclude": [e.model_dump() for e in p.exclude], "excluded": len(excluded),
+                             "excluded_nodes": excluded, "exporter": f"torch.onnx ({p.exporter})",
+                             "fused": steps["fused"], "preset": asdict(preset), "check": check},
         }
         if calibration is not None:
             extra["calibration"] = calibration
         return extra
+
+
+def quantize_exported(fp32_path: Path, out_path: Path, p: Int8Params, preset: Preset, tokenizer: Any,
+                      calibration_texts: list[str] | None, recipe: str, progress: Any = None, key: str = "int8",
+                      shape: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The post-export steps: an exported fp32 ONNX file → (fused) → quantized ``out_path``.
+
+    Args:
+        calibration_texts: rows for static calibration (None for dynamic).
+        recipe: where the parameters came from, for error messages.
+        shape: (attention heads, hidden size) for the fusions; (0, 0) lets ONNX Runtime detect them.
+
+    Returns:
+        ``{"fused": {op type: count} or None, "excluded": [node names kept fp32]}``.
+
+    Raises:
+        ZooError: the fusion or quantization failed, or an exclusion matches no node.
+    """
+    src = fp32_path
+    fused = None
+    if p.fuse != "none":
+        src = out_path.with_name("model-fused-fp32.onnx")
+        fused = fuse(fp32_path, src, p.fuse, *(shape or (0, 0)))
+    try:
+        excluded = expand_nodes(src, p.exclude_nodes, f"{recipe}: exclude_nodes")
+        excluded += [n for n in select_nodes(src, p.exclude, f"{recipe}: exclude") if n not in excluded]
+        if p.mode == "static":
+            _quantize_static(src, out_path, p, preset, tokenizer, calibration_texts or [], excluded, progress, key)
+        else:
+            _quantize_dynamic(src, out_path, p, preset, excluded)
+    finally:
+        if src != fp32_path:
+            src.unlink(missing_ok=True)
+    return {"fused": fused, "excluded": excluded}
+
+
+def fuse(src: Path, dest: Path, model_type: str, num_heads: int = 0, hidden_size: int = 0) -> dict[str, int]:
+    """ONNX Runtime's transformer graph fusions (attention, LayerNorm/SkipLayerNorm, GELU, embeddings) on ``src``.
+
+    Returns:
+        How many nodes of each fused op type the graph has now, e.g. ``{"Attention": 6, "SkipLayerNormalization":
+        12}``.
+
+    Raises:
+        ZooError: the optimizer failed.
+    """
+    import logging
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    try:
+        # opt_level 0: the Python fusions only; ONNX Runtime's own C++ passes still run when the session loads
+        model = optimize_model(str(src), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size,
+                               opt_level=0, use_gpu=False)
+        model.save_model_to_file(str(dest))
+    except Exception as e:  # the optimizer raises many types; keep the first line
+        raise ZooError(f"graph fusion ({model_type}) of '{src.name}' failed: "
+                       f"{str(e).splitlines()[0] if str(e) else e!r}") from e
+    stats = model.get_fused_operator_statistics()
+    return {k: int(v) for k, v in stats.items() if v}
+
+
+def select_nodes(model_path: Path, selectors: list[NodeSelector], field: str) -> list[str]:
+    """Names of the nodes picked by op type and position (graph order; negative positions count from the end).
+
+    Raises:
+        ZooError: a selector names an op type the graph lacks or a position beyond its count.
+    """
+    if not selectors:
+        return []
+    import onnx
+
+    nodes = onnx.load(str(model_path), load_external_data=False).graph.node
+    out: list[str] = []
+    for sel in selectors:
+        of_type = [n for n in nodes if n.op_type == sel.op_type]
+        if not of_type:
+            types = sorted({n.op_type for n in nodes})
+            raise ZooError(f"{field}: the graph has no {sel.op_type} node (it has {', '.join(types)})")
+        for i in sel.index:
+            if not -len(of_type) <= i < len(of_type):
+                raise ZooError(f"{field}: {sel.op_type} index {i} is out of range: the graph has {len(of_type)} "
+                               f"{sel.op_type} nodes (use 0..{len(of_type) - 1} or negative from the end)")
+            node = of_type[i]
+            if not node.name:  # the quantizer excludes nodes by name only
+                raise ZooError(f"{field}: {sel.op_type} node {i} has no name, so it cannot be kept in fp32: "
+                               f"export with node names (torch.onnx.export names every node)")
+            if node.name not in out:
+                out.append(node.name)
+    return out
+
+
+def _model_shape(parent_dir: Path) -> tuple[int, int]:
+    """(attention heads, hidden size) from the parent's config.json; (0, 0) when it does not say."""
+    import json
+
+    cfg = json.loads((parent_dir / "config.json").read_text()) if (parent_dir / "config.json").is_file() else {}
+    return int(cfg.get("num_attention_heads", 0)), int(cfg.get("hidden_size", 0))
 
 
 def preset_for(isa: str, target_isa: str | None) -> Preset:
