@@ -26,7 +26,7 @@ from zoo.status import read_results
 from zoo.store import Store, write_json
 
 # Bump when the meaning or layout of results.json changes, so every result is recomputed.
-EVAL_FORMAT = 2
+EVAL_FORMAT = 3
 
 
 def evaluate(loaded: Loaded, store: Store, nodes: list[Node], force: bool = False, log=print) -> dict[str, dict]:
@@ -161,10 +161,15 @@ def _evaluate_one(loaded: Loaded, store: Store, node: Node, ref: str | None, ref
         "evaluated_at": started.isoformat(timespec="seconds"),
         "eval_seconds": round(eval_seconds, 2),
     }
-    write_json(store.results(node.hash), results)
     gate = results["gate"]
+    if "ratio" in gate and (checks := handler.gate_checks(model, scores, ref_results or {})):
+        gate["checks"] = checks
+        gate["passed"] = gate["passed"] and all(c["passed"] for c in checks)
+    write_json(store.results(node.hash), results)
     verdict = "no gate" if "ratio" not in gate else f"gate {'pass' if gate['passed'] else 'FAILED'} " \
                                                     f"({gate['ratio']:.4f} vs {gate['min_ratio']})"
+    failed = [c["check"] for c in gate.get("checks", []) if not c["passed"]]
+    verdict += f"; failed checks: {', '.join(failed)}" if failed else ""
     log(f"{node.key}: {', '.join(f'{k}={v:.4f}' for k, v in scores.metrics.items())}; {verdict}")
     return results
 
