@@ -302,7 +302,10 @@ def _eval_results(loaded: Loaded, node: Node, results: dict | None, facts: dict[
 
 
 METRIC_NAMES = {"top1": "top-1 accuracy", "perplexity": "perplexity, lower is better",
-                "exact_match": "next-word exact match"}
+                "exact_match": "next-word accuracy (cloze)",
+                "repeated_ngram_rate": "repeated word-trigram rate of greedy continuations, lower is better",
+                "distinct_2": "distinct-2 of greedy continuations",
+                "rouge_l": "ROUGE-L of greedy continuations against the held-out text"}
 
 
 # ---------------------------------------------------------------- what the template is given

@@ -8,6 +8,30 @@ from typing import Any
 
 from zoo.lm import harness
 
+ONNX_SNIPPET = """import torch
+from lm_eval import simple_evaluate
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
+from optimum.onnxruntime import ORTModelForCausalLM
+from transformers import AutoTokenizer
+
+
+class WithMask:  # HFLM scores without an attention mask; the ONNX graph requires one
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, input_ids, attention_mask=None, **kw):
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        return self.model(input_ids=input_ids, attention_mask=mask, **kw)
+
+
+lm = HFLM(pretrained=WithMask(ORTModelForCausalLM.from_pretrained(".")),
+          tokenizer=AutoTokenizer.from_pretrained("."), batch_size=4)
+out = simple_evaluate(model=lm, tasks=["{name}"], task_manager=TaskManager(include_path="lm_eval_task"))
+print(out["results"])"""
 EXAMPLE_CHARS = 300  # a continuation shown on the card is cut to this many characters
 
 
@@ -61,21 +85,15 @@ def section(templates: list[Path], model_id: str, variant_id: str, reference: st
     command, lang, note = f"pip install lm-eval=={lm['lm_eval']}\n" + harness.command(".", name), "bash", ""
     if fmt == "onnx-causal-lm":
         lang = "python"
-        command = ("from lm_eval import simple_evaluate\nfrom lm_eval.models.huggingface import HFLM\n"
-                   "from lm_eval.tasks import TaskManager\nfrom optimum.onnxruntime import ORTModelForCausalLM\n"
-                   "from transformers import AutoTokenizer\n\n"
-                   "lm = HFLM(pretrained=ORTModelForCausalLM.from_pretrained(\".\"),\n"
-                   "          tokenizer=AutoTokenizer.from_pretrained(\".\"), batch_size=4)\n"
-                   f"out = simple_evaluate(model=lm, tasks=[\"{name}\"], "
-                   "task_manager=TaskManager(include_path=\"lm_eval_task\"))\n"
-                   "print(out[\"results\"])")
+        command = ONNX_SNIPPET.format(name=name)
         note = (f"`lm_eval --model hf` loads PyTorch weights only; this ONNX Runtime variant goes through the same "
                 f"`HFLM` class from Python (with lm-eval {lm['lm_eval']} and optimum installed), as `zoo eval` "
                 "runs it.")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
     return env.get_template("text_generation.md.j2").render(
-        lm_eval_version=lm["lm_eval"], passages=lm["rows"]["passages"], cloze=lm["rows"]["cloze"],
+        cloze_per_chunk=harness.CLOZE_PER_CHUNK, lm_eval_version=lm["lm_eval"], passages=lm["rows"]["passages"],
+        cloze=lm["rows"]["cloze"],
         openings=lm["rows"]["openings"], new_tokens=lm["new_tokens"], reference=reference or "fp32",
         margin=margin, rows=rows, variant_id=variant_id, examples=examples,
         example_prompt=d["generation"]["openings"][0]["prompt"], command=command, command_lang=lang,

@@ -8,8 +8,8 @@ variant. :func:`run` evaluates a loaded :class:`zoo.lm.Generator` on it through 
 Tasks (``<name>`` is the model id with ``-`` turned into ``_``):
 - ``<name>_passages`` (``loglikelihood_rolling``): each held-out chunk scored whole; word/byte perplexity, bits per
   byte; the zoo's token perplexity divides the same log-likelihoods by the tokens.
-- ``<name>_cloze`` (``loglikelihood``, as LAMBADA): each line's middle word after the passage up to it; ``acc`` is 1
-  when greedy decoding reproduces the word exactly (next-word accuracy).
+- ``<name>_cloze`` (``loglikelihood``, as LAMBADA): the middle word of up to ``CLOZE_PER_CHUNK`` lines of each chunk,
+  after the passage up to it; ``acc`` is 1 when greedy decoding reproduces the word exactly (next-word accuracy).
 - ``<name>_continue`` (``generate_until``, greedy): the opening words of held-out chunks continued for a fixed number
   of tokens; repeated word-trigram rate, distinct-2 and ROUGE-L against the held-out rest.
 """
@@ -40,6 +40,7 @@ TASK_DIR = "lm_eval_task"  # the task folder's name in a variant repo
 PROMPT_WORDS = 12  # words of a held-out chunk given as the opening to continue
 NEW_TOKENS = 48  # greedy tokens generated per opening
 MIN_CLOZE_WORDS = 3  # a line needs this many words to give a cloze item (its middle word)
+CLOZE_PER_CHUNK = 4  # at most this many cloze items per chunk, from lines spread over it
 
 
 @dataclass
@@ -81,14 +82,16 @@ def build_rows(texts: Sequence[str], openings: int) -> TaskRows:
     cloze: list[dict[str, Any]] = []
     opening_rows: list[dict[str, Any]] = []
     for i, text in enumerate(texts):
-        offset = 0
+        items, offset = [], 0
         for line in text.split("\n"):
             found = list(task_utils.WORD.finditer(line))
             if offset and len(found) >= MIN_CLOZE_WORDS:  # the first line has no passage before it
                 word = found[len(found) // 2]
-                cloze.append({"kind": "cloze", "chunk": i,
+                items.append({"kind": "cloze", "chunk": i,
                               "context": text[: offset + word.start()].rstrip(" "), "target": word.group()})
             offset += len(line) + 1
+        step = max(1, math.ceil(len(items) / CLOZE_PER_CHUNK))
+        cloze += items[::step]
         found = list(task_utils.WORD.finditer(text))
         if len(opening_rows) < openings and len(found) >= PROMPT_WORDS + 4:
             cut = found[PROMPT_WORDS - 1].end()
@@ -198,7 +201,8 @@ def run(gen: Any, folder: Path, name: str, batch_size: int, log_path: Path | Non
             lg.handlers, lg.propagate = [handler], False
         with warnings.catch_warnings(), contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
             warnings.simplefilter("ignore")
-            lm = HFLM(pretrained=gen.model, tokenizer=gen.tokenizer, batch_size=batch_size)
+            model = WithMask(gen.model) if gen.runtime == "onnxruntime" else gen.model
+            lm = HFLM(pretrained=model, tokenizer=gen.tokenizer, batch_size=batch_size)
             out = lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=TaskManager(include_path=str(folder)),
                                           log_samples=True, bootstrap_iters=0, random_seed=0,
                                           numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
@@ -231,6 +235,23 @@ def run(gen: Any, folder: Path, name: str, batch_size: int, log_path: Path | Non
         continuations=[str(t) for t in texts],
         generation={m: [float(s[m]) for s in cont] for m in ("repeated_ngram_rate", "distinct_2", "rouge_l")},
         versions={"lm_eval": version, "task_version": 1.0})
+
+
+class WithMask:
+    """An optimum ONNX Runtime causal LM as lm-eval's HFLM calls it: HFLM's scoring forward passes no attention mask
+    (right padding is harmless under causal attention), while the exported graph requires one, so it gets ones."""
+
+    def __init__(self, model: Any):
+        self._model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def __call__(self, input_ids: Any, attention_mask: Any = None, **kwargs: Any) -> Any:
+        import torch
+
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        return self._model(input_ids=input_ids, attention_mask=mask, **kwargs)
 
 
 def token_perplexity(loglik: Sequence[float], tokens: Sequence[int]) -> float:
