@@ -315,3 +315,33 @@ def test_an_unmerged_nf4_root_keeps_its_adapter_and_its_snippet_runs(published_l
     assert 'subfolder="adapter"' in code
     exec(compile(code.replace(f'"{ids.repo_id(ORG, LM, "qlora-4bit")}"', f'"{repo}"'), "nf4-base", "exec"), {})
     assert capsys.readouterr().out.strip()
+
+
+def test_lm_card_shows_generation_quality_and_its_lm_eval_command_reruns_it(published_lm, tmp_path):
+    """The card's table has every variant's generation metrics with intervals and a continuation per variant; the
+    `lm_eval` command it prints, run in a copy of the staged repo, gives the numbers the zoo recorded."""
+    import subprocess
+    import sys
+
+    _, store = _store(published_lm)
+    text = (store.repo(LM, "fp32") / "README.md").read_text()
+    section = text[text.index("## Generation quality"):text.index("## The family")]
+    for variant in ("fp32", "w16a16", "int8", "qlora-4bit", "distilled"):
+        row = next(line for line in section.splitlines() if line.startswith(f"| {variant} |")
+                   or line.startswith(f"| **{variant}** |"))
+        assert row.count("[") >= 5, row  # perplexity, accuracy and three generation metrics with their intervals
+        assert re.search(rf"^- (\*\*{variant}\*\*|`{variant}`): \S", section, re.M), variant
+    command = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip().splitlines()[-1]
+    assert command.startswith("lm_eval ") and "--include_path lm_eval_task" in command
+    repo = tmp_path / "fp32"
+    shutil.copytree(store.repo(LM, "fp32"), repo)
+    lm_eval = Path(sys.executable).parent / "lm_eval"
+    args = [str(lm_eval), *command.split()[1:], "--output_path", "out"]
+    subprocess.run(args, cwd=repo, check=True, capture_output=True, timeout=900)
+    got = json.loads(next((repo / "out").rglob("results_*.json")).read_text())["results"]
+    recorded = json.loads((repo / "results.json").read_text())
+    assert got["tiny_play_cloze"]["acc,none"] == pytest.approx(recorded["metrics"]["exact_match"], abs=1e-9)
+    assert got["tiny_play_continue"]["repeated_ngram_rate,none"] == pytest.approx(
+        recorded["metrics"]["repeated_ngram_rate"], abs=1e-9)
+    zoo_ppl = recorded["details"]["lm_eval"]["aggregates"]["tiny_play_passages"]["word_perplexity"]
+    assert got["tiny_play_passages"]["word_perplexity,none"] == pytest.approx(zoo_ppl, rel=1e-4)

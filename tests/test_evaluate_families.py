@@ -118,15 +118,24 @@ def test_vision_gate_blocks_a_broken_variant(evaluated_tiny_vision_zoo, tmp_path
 
 # --- text generation ----------------------------------------------------------------------------------------------
 
-def test_lm_eval_writes_perplexity_and_exact_match(evaluated_tiny_lm_zoo):
+def test_lm_eval_writes_harness_metrics_with_intervals(evaluated_tiny_lm_zoo):
     results = _results(evaluated_tiny_lm_zoo, LM)
     assert set(results) == {"fp32", "w16a16", "int8", "qlora-4bit", "distilled"}
     for variant, r in results.items():
         _check_contract(r, batch=2)
         assert r["task"] == "text-generation"
-        assert set(r["metrics"]) == {"perplexity", "exact_match"}
+        assert set(r["metrics"]) == {"perplexity", "exact_match", "repeated_ngram_rate", "distinct_2", "rouge_l"}
         assert r["metrics"]["perplexity"] > 1 and 0 <= r["metrics"]["exact_match"] <= 1
-        assert r["details"]["exact_match_samples"] > 0 and r["details"]["max_length"] == 32
+        for name, value in r["metrics"].items():
+            iv = r["details"]["intervals"][name]
+            assert iv["ci"][0] <= value <= iv["ci"][1] and iv["n"] > 1, (variant, name)
+        # next-word accuracy is scored on every line of every held-out chunk, not one word per chunk
+        assert r["details"]["exact_match_samples"] > r["samples"] == r["details"]["exact_match_chunks"]
+        lm_eval = r["details"]["lm_eval"]
+        assert lm_eval["lm_eval"] and lm_eval["group"] == "tiny_play"
+        assert set(lm_eval["configs"]) == {"tiny_play", "tiny_play_passages", "tiny_play_cloze", "tiny_play_continue"}
+        openings = r["details"]["generation"]["openings"]
+        assert len(openings) == lm_eval["rows"]["openings"] > 1 and all(o["prompt"] for o in openings)
         assert r["perf"]["seq_len"] == 32 and "32 tokens" in r["perf"]["timed"], variant
     # the fine-tuned model learnt the play: a random 31-word model would sit near perplexity 31
     assert results["fp32"]["metrics"]["perplexity"] < 5
@@ -135,9 +144,32 @@ def test_lm_eval_writes_perplexity_and_exact_match(evaluated_tiny_lm_zoo):
         assert gate["metric"] == "perplexity" and gate["of"] == "fp32"
         # lower is better: the ratio is reference / value, so a worse (higher) perplexity gives a ratio below 1
         assert gate["ratio"] == pytest.approx(gate["reference"] / gate["value"], abs=1e-6)
+        checks = {c["check"]: c for c in gate["checks"]}
+        assert set(checks) == {"repetition", "perplexity_ratio", "agreement"}
+        assert checks["perplexity_ratio"]["value"] == pytest.approx(gate["ratio"], rel=1e-6)
+        assert gate["passed"] == (gate["ratio"] >= gate["min_ratio"] and checks["repetition"]["passed"])
     assert results["int8"]["perf"]["runtime"] == "onnxruntime"
     assert results["w16a16"]["perf"]["dtype"] == "bf16" and results["qlora-4bit"]["perf"]["dtype"] == "nf4"
     assert "reason" in results["qlora-4bit"]["gate"]  # built from base: nothing to compare with
+
+
+def test_lm_gate_fails_a_looping_variant_whatever_its_perplexity(evaluated_tiny_lm_zoo, tmp_path, monkeypatch):
+    from tiny_families import make_looping
+
+    shutil.copytree(evaluated_tiny_lm_zoo.parent, tmp_path / "p")
+    reg = tmp_path / "p" / "registry.yaml"
+    reg.write_text(reg.read_text().replace("min_ratio: 0.8", "min_ratio: 0.001"))  # the ratio cannot fail it
+    loaded, store, nodes = _load(reg)
+    node = nodes[f"{LM}:distilled"]
+    make_looping(store.artifact(node.hash) / "model.safetensors")
+    _in_process(monkeypatch)
+    r = evaluate.evaluate(loaded, store, [node], force=True, log=lambda *_: None)[f"{LM}:distilled"]
+    gate = r["gate"]
+    rep = {c["check"]: c for c in gate["checks"]}["repetition"]
+    assert gate["ratio"] >= gate["min_ratio"]
+    assert rep["verdict"] == "fail" and rep["ci"][0] > rep["max"] and gate["passed"] is False
+    assert r["metrics"]["repeated_ngram_rate"] > 0.5
+    assert _list_status(reg)[f"{LM}:distilled"] == "evaluated, GATE FAILED"
 
 
 def test_lm_gate_blocks_a_broken_variant(evaluated_tiny_lm_zoo, tmp_path, monkeypatch):

@@ -247,3 +247,23 @@ def perturb_weights(path: Path, scale: float = 1.0, seed: int = 0) -> int:
     path.unlink()  # the store may hard-link artifact files; never write through a link into another copy
     save_file(state, str(path), metadata={"format": "pt"})
     return changed
+
+
+def make_looping(path: Path, words: tuple[int, int] = (10, 11)) -> None:
+    """Rewrite a tiny Llama's safetensors (in place) so greedy decoding can only say two words, over and over:
+    the final norm keeps one hidden unit, and the (tied) output rows read it as +1 for one word, −1 for the other.
+    A degenerate variant as the issue saw one, with weights the test can reason about."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(path))
+    norm = state["model.norm.weight"]
+    state["model.norm.weight"] = torch.zeros_like(norm)
+    state["model.norm.weight"][0] = 1.0
+    key = "lm_head.weight" if "lm_head.weight" in state else "model.embed_tokens.weight"
+    head = state[key].clone()
+    head[:, 0] = 0.0
+    head[words[0], 0], head[words[1], 0] = 1.0, -1.0
+    state[key] = head.contiguous()
+    path.unlink()  # never write through a hard link into another copy
+    save_file(state, str(path), metadata={"format": "pt"})

@@ -224,10 +224,33 @@ def _rewrite_adapter_base(folder: Path, base: str | None) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+def _task_section(loaded: Loaded, store: Store, node: Node, table: dict, fmt: str) -> str:
+    """A task's own card section (text generation: generation quality and the lm_eval command), else ""."""
+    if loaded.model(node.model_id).task != Task.text_generation:
+        return ""
+    from zoo.lm import card as lm_card
+    from zoo.tasks.text_generation import REPETITION_MARGIN
+
+    nodes = [n for n in plan.make(loaded) if n.model_id == node.model_id]
+    return lm_card.section([templates_dir(loaded), TEMPLATES], node.model_id, node.variant_id, table["reference"],
+                           fmt, {n.variant_id: read_results(store, n) for n in nodes}, REPETITION_MARGIN)
+
+
 def _task_extras(loaded: Loaded, node: Node, art: Path, out: Path) -> None:
     """Files a task's usage snippets need beside the weights: for images, one test image and, for a PyTorch
-    (safetensors) folder, the standalone module that rebuilds the network."""
-    if loaded.model(node.model_id).task != Task.image_classification:
+    (safetensors) folder, the standalone module that rebuilds the network; for text generation, the lm-eval task
+    folder its card's command runs."""
+    model = loaded.model(node.model_id)
+    if model.task == Task.text_generation:
+        from zoo.lm import harness
+        from zoo.tasks import handler
+        from zoo.tasks.text_generation import GENERATION_OPENINGS
+
+        rows = handler(model.task).test_rows(model, loaded.root, f"models.{node.model_id}.dataset")
+        harness.write_task(out / harness.TASK_DIR, harness.task_name(node.model_id),
+                           harness.build_rows(rows.texts, GENERATION_OPENINGS))
+        return
+    if model.task != Task.image_classification:
         return
     image, _label = example_images(loaded, node.model_id, 1)[0]
     save_png(image, out / EXAMPLE_PNG)
@@ -298,7 +321,10 @@ def _eval_results(loaded: Loaded, node: Node, results: dict | None, facts: dict[
 
 
 METRIC_NAMES = {"top1": "top-1 accuracy", "perplexity": "perplexity, lower is better",
-                "exact_match": "next-word exact match"}
+                "exact_match": "next-word accuracy (cloze)",
+                "repeated_ngram_rate": "repeated word-trigram rate of greedy continuations, lower is better",
+                "distinct_2": "distinct-2 of greedy continuations",
+                "rouge_l": "ROUGE-L of greedy continuations against the held-out text"}
 
 
 # ---------------------------------------------------------------- what the template is given
@@ -351,6 +377,7 @@ def _facts(loaded: Loaded, store: Store, node: Node, prov: dict, results: dict |
         "label_names": prov.get("label_names") or [], "max_length": prov.get("max_length"),
         "parent": node.parent, "example": example, "quantization": _quantization_config(art),
     }
+    facts["task_section"] = _task_section(loaded, store, node, table, fmt)
     facts["family_md"] = family_markdown(loaded, table, node.variant_id)
     facts["usage"] = render_usage(loaded, node, art, facts)
     return facts

@@ -211,9 +211,15 @@ def _evaluate_one(loaded: Loaded, store: Store, node: Node, ref: str | None, ref
         "evaluated_at": started.isoformat(timespec="seconds"),
         "eval_seconds": round(eval_seconds, 2),
     }
+    gate = results["gate"]
+    if "ratio" in gate and (checks := handler.gate_checks(model, scores, ref_results or {})):
+        gate["checks"] = checks
+        if not all(c["passed"] for c in checks) and gate["passed"]:
+            gate["passed"], gate["verdict"] = False, "failed checks"
     write_json(store.results(node.hash), results)
+    failed = [c["check"] for c in gate.get("checks", []) if not c["passed"]]
     log(f"{node.key}: {', '.join(_with_interval(k, v, intervals) for k, v in scores.metrics.items())} "
-        f"on {scores.samples} rows; {gate_text(results['gate'])}")
+        f"on {scores.samples} rows; {gate_text(gate)}" + (f"; failed checks: {', '.join(failed)}" if failed else ""))
     return results
 
 

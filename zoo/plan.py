@@ -104,19 +104,34 @@ def technique_code_hash(technique) -> str:
         files.append(f)
         source = f.read_text()
         todo += [module.parent / f"{name}.py" for name in _helper_imports(source)]
-        for sub in _family_imports(source):
-            todo += sorted((package / sub).glob("*.py"))
+        todo += _family_modules(package, source)
     h = hashlib.sha256()
     for f in sorted(files):
         h.update(f.read_bytes())
     return h.hexdigest()
 
 
-def _family_imports(source: str) -> set[str]:
-    """The family packages (``zoo/vision``, ``zoo/lm``) a module imports; all of their code counts."""
+def _family_modules(package: Path, source: str) -> list[Path]:
+    """The family-package modules (``zoo/vision/*.py``, ``zoo/lm/*.py``) that ``source`` imports, by name.
+
+    Only what a build imports counts (followed transitively by the caller), so evaluation-only code in a family
+    package (e.g. ``zoo/lm/quality.py``) does not rebuild artifacts. An import the pattern cannot read (a
+    parenthesised list) counts the whole package.
+    """
     import re
 
-    return set(re.findall(r"(?:from|import) zoo\.(vision|lm)\b", source))
+    out: list[Path] = []
+    for family, sub, names in re.findall(r"(?:from|import) zoo\.(vision|lm)(?:\.(\w+))?(?: import ([^\n]+))?", source):
+        folder = package / family
+        if sub:
+            out.append(folder / f"{sub}.py")
+            continue
+        listed = [n.split(" as ")[0].strip() for n in (names or "").split(",")]
+        if not all(n.isidentifier() for n in listed):
+            out += sorted(folder.glob("*.py"))
+            continue
+        out += [folder / f"{n}.py" if (folder / f"{n}.py").is_file() else folder / "__init__.py" for n in listed]
+    return out
 
 
 def _helper_imports(source: str) -> set[str]:

@@ -61,6 +61,11 @@ class TaskHandler:
         """
         raise NotImplementedError
 
+    def gate_checks(self, model: Model, scores: Scores, ref_results: dict[str, Any]) -> list[dict[str, Any]]:
+        """Task checks the gate needs beyond its metric ratio, each ``{"check", "passed", "verdict", ...}``; the gate
+        passes only when every one passes. Default: none."""
+        return []
+
     def perf_model(self, artifact_dir: Path, device: str, seq_len: int) -> PerfModel:
         """Load the artifact for timing; ``seq_len`` is the evaluation's sequence length (text tasks)."""
         raise NotImplementedError

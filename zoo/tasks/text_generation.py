@@ -1,10 +1,12 @@
-"""Text generation (causal LMs): held-out text chunks, perplexity and next-word exact match, timed as one forward
-pass (prefill) of ``evaluation.seq_len`` tokens per row."""
+"""Text generation (causal LMs): held-out text chunks scored through the project's lm-evaluation-harness task
+(perplexity, next-word accuracy, repetition and agreement of greedy continuations), timed as one forward pass
+(prefill) of ``evaluation.seq_len`` tokens per row."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ from zoo.errors import ZooError
 from zoo.registry.schema import Model, Task
 from zoo.tasks.base import PerfModel, Scores, TaskHandler, params_from_provenance, seeded_subset
 
+GENERATION_OPENINGS = 40  # held-out openings continued greedily per variant (bf16/NF4 generation is slow on CPU)
+REPETITION_MARGIN = 0.10  # a variant's repeated-trigram rate may exceed its reference's by at most this
 SAMPLE_TEXT = "the night is cold and the king is dead; the prince speaks to the ghost on the castle wall. " * 8
 
 
@@ -50,29 +54,74 @@ class TextGeneration(TaskHandler):
         return TextRows([texts[i] for i in keep], [indices[i] for i in keep])
 
     def evaluate(self, artifact_dir: Path, model: Model, root: Path, field: str, device: str, key: str) -> Scores:
+        """Every metric through the project's lm-evaluation-harness task (:mod:`zoo.lm.harness`) on the held-out
+        chunks: token perplexity of the passages, next-word accuracy (``exact_match``) on the cloze items, and the
+        generation metrics of greedy continuations of ``GENERATION_OPENINGS`` openings, each with its interval."""
         from zoo.data import load_splits
+        from zoo.lm import harness, quality
 
         ev = model.evaluation
         if ev.kfold:
             raise ZooError(f"{field.removesuffix('.dataset')}.evaluation.kfold: k-fold spread is computed for "
                            "classification only: remove kfold for text-generation")
-        splits = load_splits(model, root, field)
-        rows = self.test_rows(model, root, field)
-        gen = load(artifact_dir)
-        scores: dict[str, float] = {}
-        details: dict[str, Any] = {"max_length": ev.seq_len, "runtime": gen.runtime}
         for metric in (m.value for m in ev.metrics):
-            if metric == "perplexity":
-                scores[metric] = gen.perplexity(rows.texts, ev.seq_len)
-            elif metric == "exact_match":
-                got = gen.task_metric(rows.texts, max_length=ev.seq_len)
-                scores[metric] = float(got["exact_match"])
-                details["exact_match_samples"] = int(got["samples"])
-            else:
+            if metric not in ("perplexity", "exact_match"):
                 raise ZooError(f"evaluation.metrics: '{metric}' is not a text-generation metric: use perplexity or "
                                "exact_match")
+        splits = load_splits(model, root, field)
+        rows = self.test_rows(model, root, field)
+        name = harness.task_name(key.split(":")[0])
+        task_rows = harness.build_rows(rows.texts, GENERATION_OPENINGS)
+        gen = load(artifact_dir)
+        with tempfile.TemporaryDirectory(prefix="zoo-lm-eval-") as tmp:
+            task = harness.write_task(Path(tmp) / "lm_eval_task", name, task_rows)
+            got = harness.run(gen, Path(tmp) / "lm_eval_task", name, ev.batch_size,
+                              artifact_dir.with_name(artifact_dir.name + ".lm_eval.log"))
+        intervals = {
+            "perplexity": quality.perplexity_interval(got.passages_loglik, got.passages_tokens),
+            "exact_match": quality.mean_interval(got.cloze_acc),
+            **{m: quality.mean_interval(v) for m, v in got.generation.items()},
+        }
+        metrics = {m: iv["value"] for m, iv in intervals.items()}
+        details: dict[str, Any] = {
+            "runtime": gen.runtime, "intervals": intervals,
+            "exact_match_samples": len(got.cloze_acc), "exact_match_chunks": len(set(got.cloze_chunk)),
+            "per_row": {"passage_loglik": got.passages_loglik, "passage_tokens": got.passages_tokens,
+                        "cloze_acc": got.cloze_acc, **got.generation},
+            "generation": {"openings": [{"chunk": r["chunk"], "prompt": r["prompt"], "continuation": c}
+                                        for r, c in zip(task_rows.openings, got.continuations, strict=True)],
+                           "new_tokens": harness.NEW_TOKENS, "decoding": "greedy"},
+            "lm_eval": {**got.versions, **task, "aggregates": got.aggregates},
+        }
         test = {**splits.describe("test"), "samples": len(rows), "indices_sha256": rows.indices_hash()}
-        return Scores(scores, len(rows), test, None, details)
+        return Scores(metrics, len(rows), test, None, details)
+
+    def gate_checks(self, model: Model, scores: Scores, ref_results: dict[str, Any]) -> list[dict[str, Any]]:
+        """Checks beside the perplexity ratio, against the reference's results on the same rows: repetition may
+        exceed the reference's by at most ``REPETITION_MARGIN``; the perplexity ratio's interval and the agreement
+        of the continuations with the reference's (ROUGE-L) are recorded (informational)."""
+        from zoo.lm import quality
+        from zoo.lm.lm_eval_task.utils import rouge_l
+
+        ref = (ref_results.get("details") or {})
+        ref_rows, rows = ref.get("per_row") or {}, scores.details.get("per_row") or {}
+        if "repeated_ngram_rate" not in ref_rows or "repeated_ngram_rate" not in rows:
+            return [{"check": "repetition", "passed": False, "verdict": "no per-row values",
+                     "what": "the reference has no per-opening repetition values: re-evaluate it with this zoo"}]
+        rep = quality.paired_difference(rows["repeated_ngram_rate"], ref_rows["repeated_ngram_rate"])
+        checks = [quality.margin_check(
+            "repetition", rep, REPETITION_MARGIN,
+            f"repeated word-trigram rate of greedy continuations minus the reference's (at most {REPETITION_MARGIN})")]
+        ratio = quality.perplexity_ratio_interval(ref_rows["passage_loglik"], rows["passage_loglik"],
+                                                  rows["passage_tokens"])
+        checks.append({"check": "perplexity_ratio", "what": "reference perplexity ÷ this one's, paired by passage",
+                       **ratio, "passed": True, "verdict": "informational"})
+        ours = [o["continuation"] for o in scores.details["generation"]["openings"]]
+        theirs = [o["continuation"] for o in ref["generation"]["openings"]]
+        agree = quality.mean_interval([rouge_l(a, b) for a, b in zip(ours, theirs, strict=True)])
+        checks.append({"check": "agreement", "what": "ROUGE-L of each continuation against the reference's",
+                       **agree, "passed": True, "verdict": "informational"})
+        return checks
 
     def perf_model(self, artifact_dir: Path, device: str, seq_len: int) -> PerfModel:
         from zoo.formats import onnx_params, read_provenance
