@@ -120,7 +120,7 @@ def test_vision_gate_blocks_a_broken_variant(evaluated_tiny_vision_zoo, tmp_path
 
 def test_lm_eval_writes_perplexity_and_exact_match(evaluated_tiny_lm_zoo):
     results = _results(evaluated_tiny_lm_zoo, LM)
-    assert set(results) == {"fp32", "w16a16", "int8", "qlora-4bit", "distilled"}
+    assert set(results) == {"fp32", "w16a16", "int8", "int4", "qlora-4bit", "distilled"}
     for variant, r in results.items():
         _check_contract(r, batch=2)
         assert r["task"] == "text-generation"
@@ -130,12 +130,13 @@ def test_lm_eval_writes_perplexity_and_exact_match(evaluated_tiny_lm_zoo):
         assert r["perf"]["seq_len"] == 32 and "32 tokens" in r["perf"]["timed"], variant
     # the fine-tuned model learnt the play: a random 31-word model would sit near perplexity 31
     assert results["fp32"]["metrics"]["perplexity"] < 5
-    for variant in ("w16a16", "int8", "distilled"):
+    for variant in ("w16a16", "int8", "int4", "distilled"):
         gate = results[variant]["gate"]
         assert gate["metric"] == "perplexity" and gate["of"] == "fp32"
         # lower is better: the ratio is reference / value, so a worse (higher) perplexity gives a ratio below 1
         assert gate["ratio"] == pytest.approx(gate["reference"] / gate["value"], abs=1e-6)
-    assert results["int8"]["perf"]["runtime"] == "onnxruntime"
+    assert results["int8"]["perf"]["runtime"] == results["int4"]["perf"]["runtime"] == "onnxruntime-genai"
+    assert results["int4"]["perf"]["dtype"] == "int4"
     assert results["w16a16"]["perf"]["dtype"] == "bf16" and results["qlora-4bit"]["perf"]["dtype"] == "nf4"
     assert "reason" in results["qlora-4bit"]["gate"]  # built from base: nothing to compare with
 
