@@ -3,9 +3,13 @@ variant against the onnxruntime-genai int8 and int4 variants (og.Generator), wit
 perplexity ratio ``zoo eval`` recorded.
 
     python benchmarks/lm_tokens.py [--registry registry.yaml] [--model smollm2-hamlet] [--new-tokens 64] [--repeats 3]
+    python benchmarks/lm_tokens.py --base-dir DIR [--samples 50]
 
-The variants must be built and evaluated first (`zoo run smollm2-hamlet`). Every variant decodes the same prompts,
-with ``ZOO_THREADS`` (else every core) threads; the first run of each is a warm-up and is not timed.
+The variants must be built and evaluated first (`zoo run smollm2-hamlet`). With ``--base-dir`` (a transformers
+folder, e.g. the converted GGUF base under ~/.cache/modelzoo/converted/) nothing needs to be built: int8 and int4 are
+built from that folder with the same recipes' settings into a temporary folder, and perplexity is measured here on the
+family's first ``--samples`` test chunks (128 tokens) for all three. Every variant decodes the same prompts, with
+``ZOO_THREADS`` (else every core) threads; the first run of each is a warm-up and is not timed.
 """
 
 from __future__ import annotations
@@ -48,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--prompts", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--base-dir", type=Path, default=None)
+    ap.add_argument("--samples", type=int, default=50)
     args = ap.parse_args(argv)
+    if args.base_dir is not None:
+        return from_base(args)
     loaded = registry.load(args.registry)
     store = Store.for_registry(loaded.path)
     nodes = {n.variant_id: n for n in plan.make(loaded) if n.model_id == args.model}
@@ -79,6 +87,50 @@ def main(argv: list[str] | None = None) -> int:
     for v, runtime, dtype, mb, ppl, rate, _ in rows:
         ratio = f"{base[4] / ppl:.4f}" if ppl and base[4] else "-"
         print(f"{v:8} {runtime:18} {dtype:5} {mb:7.1f} {mb / base[3]:9.3f} {ppl or float('nan'):7.2f} {ratio:>8} "
+              f"{rate:7.1f} {rate / base[5]:6.2f}")
+    return 0
+
+
+def from_base(args: argparse.Namespace) -> int:
+    """fp32 (PyTorch) against int8 and int4 built here from the same folder, perplexity measured in this run."""
+    import tempfile
+
+    from zoo import formats, registry
+    from zoo.lm import data, genai, load_generator
+
+    loaded = registry.load(args.registry)
+    model = loaded.model(args.model)
+    splits = data.load_splits(model.dataset, loaded.root, "dataset")
+    prompts = [t[:200] for t in splits.test[:args.prompts]]
+    texts = splits.test[:args.samples]
+    threads = formats.threads()
+    formats.set_threads()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lm-tokens-") as tmp:
+        folders = {"fp32": args.base_dir}
+        for precision in ("int8", "int4"):
+            start = time.perf_counter()
+            folders[precision] = Path(tmp) / precision
+            genai.build(args.base_dir, folders[precision], precision,
+                        {"block_size": 32, "accuracy_level": 4, "is_symmetric": "true"}, Path(tmp) / "cache")
+            print(f"built {precision} in {time.perf_counter() - start:.0f} s", flush=True)
+        for v, folder in folders.items():
+            gen = load_generator(folder, threads=threads)
+            ppl = gen.perplexity(texts, 128)
+            rate, _ = tokens_per_s(gen, prompts, args.new_tokens, args.repeats)
+            mb = sum(f.stat().st_size for f in folder.iterdir() if f.is_file() and (
+                f.suffix in (".safetensors", ".data", ".onnx"))) / 1e6
+            rows.append((v, gen.runtime, gen.dtype, mb, ppl, rate))
+            print(f"measured {v}", flush=True)
+            del gen
+    base = rows[0]
+    print(f"{args.model} base {args.base_dir}: perplexity on {len(texts)} test chunks (128 tokens), "
+          f"greedy decoding of {len(prompts)} prompts × up to {args.new_tokens} new tokens "
+          f"(median of {args.repeats}), {threads} threads")
+    print(f"{'variant':8} {'runtime':18} {'dtype':5} {'weights MB':>10} {'size/fp32':>9} {'ppl':>7} {'fp32/ppl':>8} "
+          f"{'tok/s':>7} {'×fp32':>6}")
+    for v, runtime, dtype, mb, ppl, rate in rows:
+        print(f"{v:8} {runtime:18} {dtype:5} {mb:10.1f} {mb / base[3]:9.3f} {ppl:7.2f} {base[4] / ppl:8.4f} "
               f"{rate:7.1f} {rate / base[5]:6.2f}")
     return 0
 

@@ -29,7 +29,8 @@ EXPECT = {
              "int8": ("quantized", None, "w8a8"), "qat": ("quantized", None, "w8a8"),
              "pruned": ("finetune", None, "fp32")},
     LM: {"fp32": (None, "transformers", "fp32"), "w16a16": ("quantized", "transformers", "w16a16"),
-         "int8": ("quantized", None, "w8a8"), "qlora-4bit": (None, "transformers", "nf4"),
+         "int8": ("quantized", None, "w8a8"), "int4": ("quantized", None, "w4a8"),
+         "qlora-4bit": (None, "transformers", "nf4"),
          "distilled": ("finetune", "transformers", "fp32")},
 }
 TASKS = {VISION: "image-classification", LM: "text-generation"}
@@ -119,7 +120,7 @@ def test_kind_specific_tags(published_vision, published_lm):
     assert {"static-quantization", "onnx"} <= tags(vstore, VISION, "int8")
     assert {"onnx", "fp16"} <= tags(vstore, VISION, "w16a16")  # the fp16 ONNX graph ships beside the weights
     assert {"distillation"} <= tags(lstore, LM, "distilled")
-    assert {"dynamic-quantization", "onnx"} <= tags(lstore, LM, "int8")
+    assert {"onnxruntime-genai", "onnx"} <= tags(lstore, LM, "int8") and "int4" in tags(lstore, LM, "int4")
     assert {"bf16"} <= tags(lstore, LM, "w16a16") and "onnx" not in tags(lstore, LM, "w16a16")
     assert {"4-bit", "bitsandbytes", "qlora"} <= tags(lstore, LM, "qlora-4bit")
     distilled = ModelCard.load(lstore.repo(LM, "distilled") / "README.md")

@@ -120,7 +120,7 @@ def test_vision_gate_blocks_a_broken_variant(evaluated_tiny_vision_zoo, tmp_path
 
 def test_lm_eval_writes_harness_metrics_with_intervals(evaluated_tiny_lm_zoo):
     results = _results(evaluated_tiny_lm_zoo, LM)
-    assert set(results) == {"fp32", "w16a16", "int8", "qlora-4bit", "distilled"}
+    assert set(results) == {"fp32", "w16a16", "int8", "int4", "qlora-4bit", "distilled"}
     for variant, r in results.items():
         _check_contract(r, batch=2)
         assert r["task"] == "text-generation"
@@ -139,7 +139,7 @@ def test_lm_eval_writes_harness_metrics_with_intervals(evaluated_tiny_lm_zoo):
         assert r["perf"]["seq_len"] == 32 and "32 tokens" in r["perf"]["timed"], variant
     # the fine-tuned model learnt the play: a random 31-word model would sit near perplexity 31
     assert results["fp32"]["metrics"]["perplexity"] < 5
-    for variant in ("w16a16", "int8", "distilled"):
+    for variant in ("w16a16", "int8", "int4", "distilled"):
         gate = results[variant]["gate"]
         assert gate["metric"] == "perplexity" and gate["of"] == "fp32"
         # lower is better: the ratio is reference / value, so a worse (higher) perplexity gives a ratio below 1
@@ -148,7 +148,8 @@ def test_lm_eval_writes_harness_metrics_with_intervals(evaluated_tiny_lm_zoo):
         assert set(checks) == {"repetition", "perplexity_ratio", "agreement"}
         assert checks["perplexity_ratio"]["value"] == pytest.approx(gate["ratio"], rel=1e-6)
         assert gate["passed"] == (gate["ratio"] >= gate["min_ratio"] and checks["repetition"]["passed"])
-    assert results["int8"]["perf"]["runtime"] == "onnxruntime"
+    assert results["int8"]["perf"]["runtime"] == results["int4"]["perf"]["runtime"] == "onnxruntime-genai"
+    assert results["int4"]["perf"]["dtype"] == "int4"
     assert results["w16a16"]["perf"]["dtype"] == "bf16" and results["qlora-4bit"]["perf"]["dtype"] == "nf4"
     assert "reason" in results["qlora-4bit"]["gate"]  # built from base: nothing to compare with
 
