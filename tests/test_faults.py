@@ -89,31 +89,31 @@ PUSH_SCRIPT = """
 import sys
 from pathlib import Path
 from zoo.hub import ops
-from zoo.hub.local import LocalHub
+from zoo.hub.hf import HfHub
+from zoo.hub.server import HubServer
 
-hub = LocalHub(Path(sys.argv[1]))
-folder = Path(sys.argv[2])
-hub.create_repo("org/big", "model")
-plan = ops.plan(folder, hub.files("org/big", "model"))
-if not plan.empty:
-    hub.commit("org/big", "model", plan.operations, "push", hub.head("org/big", "model"))
+with HubServer(Path(sys.argv[1])) as server:  # the embedded hub, killed with this process
+    hub = HfHub(server.token, endpoint=server.url, name="local")
+    hub.create_repo("org/big", "model")
+    plan = ops.plan(Path(sys.argv[2]), hub.files("org/big", "model"))
+    if not plan.empty:
+        hub.commit("org/big", "model", plan.operations, "push", hub.head("org/big", "model"))
 print("pushed")
 """
 
 
 def _hub_consistent(root: Path) -> str | None:
     """The head commit, after checking that it and every file it names are complete; None if no commit yet."""
-    repo = root / "models" / "org" / "big"
+    repo = root / "repos" / "models" / "org" / "big"
     ref = repo / "refs" / "heads" / "main"
     if not ref.is_file():
         return None
     head = ref.read_text().strip()
     record = json.loads((repo / "commits" / f"{head}.json").read_text())
-    for path, sha in record["files"].items():
-        obj = repo / "objects" / sha
+    for path, f in record["files"].items():
+        obj = root / "objects" / f["sha256"][:2] / f["sha256"]
         assert obj.is_file(), f"{path}: object missing"
-        assert hashlib.sha256(obj.read_bytes()).hexdigest() == sha, f"{path}: object corrupt"
-        assert (repo / "snapshots" / head / path).read_bytes() == obj.read_bytes(), f"{path}: snapshot incomplete"
+        assert hashlib.sha256(obj.read_bytes()).hexdigest() == f["sha256"], f"{path}: object corrupt"
     return head
 
 
@@ -137,7 +137,7 @@ def test_sigkill_mid_push_never_leaves_a_broken_repo(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr
     head = _hub_consistent(hub_root)
-    record = json.loads((hub_root / "models/org/big/commits" / f"{head}.json").read_text())
+    record = json.loads((hub_root / "repos/models/org/big/commits" / f"{head}.json").read_text())
     assert sorted(record["files"]) == sorted(p.name for p in staged.iterdir())
     again = subprocess.run([sys.executable, str(script), str(hub_root), str(staged)], capture_output=True,
                            text=True, timeout=300)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from zoo import plan, registry
-from zoo.hub.local import LocalHub
+from zoo.hub.hf import HfHub
+from zoo.hub.server import HubServer
 from zoo.store import Store
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,7 @@ def _zoo(project: Path, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=1200)
 
 
-def _heads(hub: LocalHub, repo_ids: list[str]) -> dict[str, str | None]:
+def _heads(hub: HfHub, repo_ids: list[str]) -> dict[str, str | None]:
     return {r: hub.head(r) for r in repo_ids}
 
 
@@ -35,7 +36,8 @@ def test_run_from_nothing_to_pushed_then_noop(tiny_zoo, tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     loaded = registry.load(tiny_zoo)
     store = Store.for_registry(loaded.path)
-    hub = LocalHub(store.hub)
+    server = HubServer(store.hub).start()  # read what `zoo run` published, over HTTP
+    hub = HfHub(server.token, endpoint=server.url, name="local")
     nodes = plan.make(loaded)
     repos = [f"testorg/tiny-sentiment-{n.variant_id}" for n in nodes] + ["testorg/tiny-sentiment-qlora-4bit-adapter"]
     heads = _heads(hub, repos)

@@ -31,18 +31,25 @@ def free_port() -> int:
 
 
 def start_app(space_dir: Path, hub: Path, log: Path, timeout: float = 240) -> tuple[subprocess.Popen, str]:
-    """Run the Space's app.py on a free 127.0.0.1 port with the local hub; return once it answers HTTP."""
+    """Run the Space's app.py on a free 127.0.0.1 port, loading its variants over HTTP from the embedded hub over
+    ``hub`` (HF_ENDPOINT, as on a Space); return once it answers HTTP. ``stop_app`` stops both."""
     import urllib.request
 
+    from zoo.hub.server import HubServer
+
+    server = HubServer(hub).start()
     port = free_port()
-    env = {**os.environ, "ZOO_LOCAL_HUB": str(hub), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_ENDPOINT": server.url, "HF_TOKEN": server.token, "HF_HUB_OFFLINE": "0",
+           "HF_HUB_CACHE": str(log.parent / "hf-cache"), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
     out = open(log, "w")  # noqa: SIM115  (the child writes to it until it is stopped)
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=space_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc.hub_server = server  # type: ignore[attr-defined]
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            server.stop()
             raise AssertionError(f"the app exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2):
@@ -50,6 +57,7 @@ def start_app(space_dir: Path, hub: Path, log: Path, timeout: float = 240) -> tu
         except OSError:
             time.sleep(0.5)
     proc.kill()
+    server.stop()
     raise AssertionError(f"the app did not answer on {url} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
@@ -59,6 +67,9 @@ def stop_app(proc: subprocess.Popen) -> None:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+    server = getattr(proc, "hub_server", None)
+    if server is not None:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

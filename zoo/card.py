@@ -34,10 +34,10 @@ ADAPTER_DIR = "adapter"
 EXAMPLE_PNG = "example.png"  # a test-split image staged into each image-classification repo for its snippets
 VISION_MODULE = "efficientnet_lite.py"  # standalone network code staged beside a PyTorch (safetensors) vision model
 SNIPPET_NEW_TOKENS = 32  # tokens a text-generation usage snippet generates
-# The Hub's library_name per artifact format. "torch-image" is plain PyTorch with the network's code in the repo
-# (no transformers/timm class loads it), which the Hub files under "pytorch".
-LIBRARY = {"transformers": "transformers", "transformers-causal-lm": "transformers", "bnb-4bit": "transformers",
-           "onnx": "onnx", "onnx-causal-lm": "onnx", "onnx-image": "onnx", "torch-image": "pytorch"}
+# The Hub's library_name per artifact format: ids from huggingface.js model-libraries, which lists modeling libraries
+# only. ONNX and plain PyTorch (the network's code in the repo) are file formats, not libraries: their cards leave
+# library_name out and say the format with the "onnx" / "pytorch" tags.
+LIBRARY = {"transformers": "transformers", "transformers-causal-lm": "transformers", "bnb-4bit": "transformers"}
 
 
 @dataclass(frozen=True)
@@ -248,10 +248,13 @@ def _card_data(loaded: Loaded, node: Node, prov: dict, results: dict | None, fac
     extra: dict[str, Any] = {}
     if facts["base_model"]:
         extra = {"base_model": facts["base_model"], "base_model_relation": RELATION.get(node.kind, "finetune")}
+    evals = _eval_results(loaded, node, results, facts) or None
+    if evals:  # model_name only names the model-index; without results it would be a stray top-level key
+        extra["model_name"] = facts["repo_id"]
     return ModelCardData(
         license=model.license.value, library_name=facts["library_name"], pipeline_tag=model.task.value,
         datasets=facts["hub_datasets"], tags=facts["tags"], metrics=[m.value for m in model.evaluation.metrics],
-        model_name=facts["repo_id"], eval_results=_eval_results(loaded, node, results, facts) or None, **extra)
+        eval_results=evals, **extra)
 
 
 def _adapter_card_data(loaded: Loaded, node: Node, prov: dict, results: dict | None, facts: dict[str, Any]):
@@ -261,7 +264,7 @@ def _adapter_card_data(loaded: Loaded, node: Node, prov: dict, results: dict | N
     extra = {"base_model": facts["base_model"], "base_model_relation": "adapter"} if facts["base_model"] else {}
     return ModelCardData(
         license=model.license.value, library_name="peft", pipeline_tag=model.task.value,
-        datasets=facts["hub_datasets"], tags=facts["tags"], model_name=facts["repo_id"], **extra)
+        datasets=facts["hub_datasets"], tags=facts["tags"], **extra)
 
 
 def _eval_results(loaded: Loaded, node: Node, results: dict | None, facts: dict[str, Any]) -> list:
@@ -309,7 +312,7 @@ def _facts(loaded: Loaded, store: Store, node: Node, prov: dict, results: dict |
         "kind": node.kind, "format": fmt, "task": model.task.value, "license_id": model.license.value,
         "description": variant.description or model.description or "",
         "base_model": base_model, "base_text": base_text, "relation": RELATION.get(node.kind, "finetune"),
-        "library_name": LIBRARY.get(fmt, "transformers"),
+        "library_name": LIBRARY.get(fmt),
         "lower_is_better": Metric(metric) in LOWER_IS_BETTER, "image_size": prov.get("image_size"),
         "root": prov.get("root"), "adapter_base": base_model,
         "tags": _tags(node, prov, loaded.recipe_of(variant).raw, art),

@@ -20,6 +20,11 @@ def adapter_repo_id(org: str, model: str, variant: str) -> str:
     return f"{repo_id(org, model, variant)}-adapter"
 
 
+def family_repo_id(org: str, model: str) -> str:
+    """The Hub repo id of a family's card (every variant with its metric and gate): ``<org>/<model>``."""
+    return f"{org}/{model}"
+
+
 def space_id(org: str, model: str) -> str:
     """The Hub repo id of a family's demo Space: ``<org>/<model>-demo``."""
     return f"{org}/{model}-demo"

@@ -54,7 +54,7 @@ def open_hub(kind: str, store: Store, require_token: bool = False) -> Iterator[H
 
     if kind == "local":
         with embedded(store.hub) as (url, token):
-            yield HfHub(token=token or None, endpoint=url, name="local", xet=False,
+            yield HfHub(token=token or None, endpoint=url, name="local",
                         cache_dir=store.root / "cache" / "hub-reads")
         return
     if kind == "hf":

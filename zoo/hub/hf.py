@@ -105,14 +105,12 @@ class HfHub:
     Args:
         token: the write token (None: anonymous reads).
         endpoint: the server's URL.
-        name: "hf" or "local", as on the command line.
+        name: "hf" or "local" (the embedded hub: no Xet, HF_HUB_OFFLINE does not apply), as on the command line.
         cache_dir: where single-file reads are cached (per endpoint, so two servers never share entries).
-        xet: False for a server without Xet storage (the embedded hub): uploads then use LFS on every
-            huggingface_hub version.
     """
 
     def __init__(self, token: str | None = None, endpoint: str = HF_ENDPOINT, name: str = "hf",
-                 cache_dir: Path | None = None, xet: bool = True, delays: tuple[float, ...] = RETRY_DELAYS,
+                 cache_dir: Path | None = None, delays: tuple[float, ...] = RETRY_DELAYS,
                  sleep: Callable[[float], None] = time.sleep):
         from huggingface_hub import HfApi
 
@@ -121,7 +119,6 @@ class HfHub:
         self.name = name
         self.api = HfApi(endpoint=self.endpoint, token=token if token else False)
         self.cache_dir = cache_dir
-        self.xet = xet
         self.delays = delays
         self.sleep = sleep
         self._collections: dict[tuple[str, str], str] = {}
@@ -182,7 +179,8 @@ class HfHub:
         tries = len(self.delays) + 1
         for i in range(tries):
             try:
-                return fn(*args, **kwargs)
+                with self._session():
+                    return fn(*args, **kwargs)
             except _hub_errors() as e:
                 if isinstance(e, RuntimeError) and e.__cause__ is None:
                     raise
@@ -192,18 +190,33 @@ class HfHub:
         raise AssertionError("unreachable")
 
     @contextlib.contextmanager
-    def _uploads(self) -> Iterator[None]:
-        """Uploads through LFS when the server has no Xet storage (huggingface_hub 1.x uses Xet whenever hf_xet is
-        installed, whatever the server)."""
+    def _session(self) -> Iterator[None]:
+        """Settings of huggingface_hub for one call to the embedded hub: uploads through LFS (huggingface_hub 1.x
+        uses Xet whenever hf_xet is installed, whatever the server), and HF_HUB_OFFLINE does not apply (the
+        embedded hub on 127.0.0.1 is how the zoo works without a network). huggingface.co calls are left as they
+        are."""
+        if self.name != "local":
+            yield
+            return
         from huggingface_hub import constants
 
-        saved = constants.HF_HUB_DISABLE_XET
-        if not self.xet:
-            constants.HF_HUB_DISABLE_XET = True
+        try:  # huggingface_hub 0.x fixes offline mode into its cached sessions; 1.x checks it on every request
+            from huggingface_hub.utils import reset_sessions
+        except ImportError:
+            def reset_sessions() -> None:
+                pass
+
+        saved = constants.HF_HUB_DISABLE_XET, constants.HF_HUB_OFFLINE
+        constants.HF_HUB_DISABLE_XET = True
+        if saved[1]:
+            constants.HF_HUB_OFFLINE = False
+            reset_sessions()
         try:
             yield
         finally:
-            constants.HF_HUB_DISABLE_XET = saved
+            constants.HF_HUB_DISABLE_XET, constants.HF_HUB_OFFLINE = saved
+            if saved[1]:
+                reset_sessions()
 
     # -- the hub interface -----------------------------------------------------------------------------------
 
@@ -271,7 +284,7 @@ class HfHub:
         tries = len(self.delays) + 1
         for i in range(tries):
             try:
-                with self._uploads():
+                with self._session():
                     info = self.api.create_commit(repo_id, operations=operations, commit_message=message,
                                                   repo_type=repo_type, parent_commit=parent_commit)
                 return info.oid
@@ -290,7 +303,8 @@ class HfHub:
                 parent_commit: str | None) -> str | None:
         """The head, if a commit whose answer was lost did land: main moved past the parent and holds our files."""
         try:
-            state = self.api.repo_info(repo_id, repo_type=repo_type, files_metadata=True)
+            with self._session():
+                state = self.api.repo_info(repo_id, repo_type=repo_type, files_metadata=True)
         except _hub_errors():  # only a probe: the next create_commit try reports the real failure
             return None
         if state.sha in (None, parent_commit):

@@ -79,6 +79,9 @@ def staged_repos(loaded: Loaded, store: Store, nodes: list[Node], allow_gate_fai
             out.append(Staged(sid, "space", folder, mid, f"{mid} demo Space", False))
         else:
             say(f"skipped {sid}: the Space is not staged (run `zoo space {mid}`)")
+        family = store.repo(mid, "family")
+        if (family / "README.md").is_file():
+            out.append(Staged(ids.family_repo_id(org, mid), "model", family, mid, f"{mid} family card", False))
     return out
 
 
