@@ -197,7 +197,7 @@ def test_ray_build_survives_a_killed_worker_and_measures_on_the_board_node(s3, c
     store = Store.for_registry(reg)
 
     killed: list[int] = []
-    killer = threading.Thread(target=_kill_when_running, args=("ray::build tiny-sentiment:fp32", 3.0, killed))
+    killer = threading.Thread(target=_kill_when_running, args=("ray::build tiny-sentiment:fp32", 2.0, killed))
     killer.start()
     outcomes = zoo_cluster.build(loaded, store, nodes, address=cluster, log=lambda *_: None)
     killer.join(timeout=10)

@@ -95,10 +95,12 @@ def _options(demand: Demand) -> dict[str, Any]:
             "max_retries": RETRIES}
 
 
-def _node_env() -> None:
-    """Tell :mod:`zoo.machine` which Ray resources this node offers, so a target's node recognises itself."""
+def _node_env(threads: float) -> None:
+    """Tell :mod:`zoo.machine` which Ray resources this node offers, so a target's node recognises itself, and use
+    the task's CPUs as the thread count (the same count as the driver's, so a build is the same bytes anywhere)."""
     import ray
 
+    os.environ["ZOO_THREADS"] = str(max(1, int(threads)))
     node_id = ray.get_runtime_context().get_node_id()
     mine = next((n for n in ray.nodes() if n["NodeID"] == node_id), None)
     resources = {k: v for k, v in (mine or {}).get("Resources", {}).items()
@@ -112,11 +114,12 @@ def _registry_path(path: str) -> Path:
     return p if p.is_file() else Path(p.name)  # on a remote node the working_dir is the registry's folder
 
 
-def _build_task(registry_path: str, key: str, url: str, force: bool, *parent_done: Any) -> dict[str, Any]:
+def _build_task(registry_path: str, key: str, url: str, force: bool, threads: float, *parent_done: Any
+                ) -> dict[str, Any]:
     """On a worker: fetch the parent from the shared store, build ``key`` in a scratch store, upload it."""
     from zoo import build, registry
 
-    _node_env()
+    _node_env(threads)
     loaded = registry.load(_registry_path(registry_path))
     nodes = {n.key: n for n in make(loaded)}
     node = nodes[key]
@@ -139,12 +142,13 @@ def _build_task(registry_path: str, key: str, url: str, force: bool, *parent_don
         shutil.rmtree(scratch.root, ignore_errors=True)
 
 
-def _eval_task(registry_path: str, key: str, url: str, force: bool, ref_results: dict | None) -> dict[str, Any]:
+def _eval_task(registry_path: str, key: str, url: str, force: bool, threads: float, ref_results: dict | None
+               ) -> dict[str, Any]:
     """On a worker: fetch the artifact (and the gate reference's results), evaluate it, upload the results."""
     from zoo import evaluate, registry
     from zoo.store import write_json
 
-    _node_env()
+    _node_env(threads)
     loaded = registry.load(_registry_path(registry_path))
     nodes = {n.key: n for n in make(loaded)}
     node = nodes[key]
@@ -242,7 +246,7 @@ def build(loaded: Loaded, store: Store, nodes: list[Node], address: str | None =
                 continue
             deps = [refs[parent_key]] if parent_key in refs else []
             ref = remote.options(**_options(demand), name=f"build {node.key}").remote(
-                str(loaded.path), node.key, url, force, *deps)
+                str(loaded.path), node.key, url, force, demand.num_cpus, *deps)
             refs[node.key] = ref
             tracker.pending[ref] = node.key
         done, failed = tracker.wait_all(log)
@@ -299,7 +303,7 @@ def evaluate(loaded: Loaded, store: Store, nodes: list[Node], address: str | Non
             if ref_arg is None and ref_key and ref_key in every:
                 ref_arg = read_results(store, every[ref_key])
             ref = remote.options(**_options(demand), name=f"eval {node.key}").remote(
-                str(loaded.path), node.key, url, force, ref_arg)
+                str(loaded.path), node.key, url, force, demand.num_cpus, ref_arg)
             refs[node.key] = ref
             tracker.pending[ref] = node.key
         done, failed = tracker.wait_all(log)
