@@ -49,7 +49,7 @@ def connect(address: str | None, project: Path) -> None:
     if address:
         runtime_env |= {"working_dir": str(project), "excludes": [".zoo", ".venv", ".git", "__pycache__"]}
     try:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, include_dashboard=False,
+        ray.init(address=address or "local", runtime_env=runtime_env, log_to_driver=False, include_dashboard=False,
                  logging_level=logging.ERROR, configure_logging=True)
     except (ConnectionError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
