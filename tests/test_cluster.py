@@ -236,3 +236,17 @@ def test_a_variant_no_node_can_host_is_reported_not_hung(s3, cluster, tiny_zoo, 
     assert lines[0].startswith("tiny-sentiment:fp32: no node of the cluster can host its build (needs CPU=8")
     assert lines[1] == "tiny-sentiment:int8: not built because its parent tiny-sentiment:fp32 was not"
     shutil.rmtree(reg.parent / ".zoo", ignore_errors=True)
+
+
+def test_local_path_store_round_trip(tmp_path):
+    """The default shared store is a plain folder (one machine, or a shared filesystem)."""
+    h = "00112233aabbccdd"
+    worker = Store(tmp_path / "worker")
+    _artifact(worker, h)
+    shared = RemoteStore(str(tmp_path / "shared"))
+    assert shared.put(h, worker) and not shared.put(h, worker)
+    shared.put_results(h, {"hash": h})
+    other = Store(tmp_path / "other")
+    got = shared.fetch(h, other)
+    assert (got / "sub" / "config.json").read_text() == '{"a": 1}'
+    assert shared.fetch_results(h, other) == {"hash": h} and other.results(h).is_file()

@@ -40,6 +40,13 @@ class RemoteStore:
                            "s3 needs `pip install s3fs`)") from None
         self.base = self.base.rstrip("/")
 
+    def _parent(self, path: str) -> str:
+        """A local filesystem needs a path's folders made first; object stores have none to make."""
+        protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else self.fs.protocol
+        if {"file", "local"} & set(protocols):
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        return path
+
     def _marker(self, h: str) -> str:
         return f"{self.base}/builds/{h}.json"
 
@@ -65,11 +72,11 @@ class RemoteStore:
         upload = uuid.uuid4().hex
         prefix = f"{self.base}/builds/{h}/{upload}"
         for rel in files:
-            self.fs.put_file(str(src / rel), f"{prefix}/{rel}")
+            self.fs.put_file(str(src / rel), self._parent(f"{prefix}/{rel}"))
         if self.has(h):  # another worker finished first: keep its artifact, drop ours
             self.fs.rm(prefix, recursive=True)
             return False
-        self.fs.pipe_file(self._marker(h), json.dumps({"upload": upload, "files": files}, sort_keys=True).encode())
+        self.fs.pipe_file(self._parent(self._marker(h)), json.dumps({"upload": upload, "files": files}, sort_keys=True).encode())
         won = (self._read_json(self._marker(h)) or {}).get("upload") == upload
         if not won:
             self.fs.rm(prefix, recursive=True)
@@ -94,7 +101,7 @@ class RemoteStore:
         return local.artifact(h)
 
     def put_results(self, h: str, results: dict) -> None:
-        self.fs.pipe_file(self._results(h), (json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+        self.fs.pipe_file(self._parent(self._results(h)), (json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
                           .encode())
 
     def fetch_results(self, h: str, local: Store) -> dict | None:
