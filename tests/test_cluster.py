@@ -250,3 +250,17 @@ def test_local_path_store_round_trip(tmp_path):
     got = shared.fetch(h, other)
     assert (got / "sub" / "config.json").read_text() == '{"a": 1}'
     assert shared.fetch_results(h, other) == {"hash": h} and other.results(h).is_file()
+
+
+def test_cli_build_on_ray_reports_what_no_node_can_host(s3, cluster, tiny_zoo, monkeypatch):
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+
+    reg = _board_zoo(tiny_zoo)
+    monkeypatch.setenv("ZOO_STORE", f"s3://{BUCKET}/cli")
+    monkeypatch.setenv("ZOO_THREADS", "4")
+    result = CliRunner().invoke(app, ["build", "--registry", str(reg), "--executor", "ray", "--address", cluster])
+    assert result.exit_code == 1, result.output
+    assert "tiny-sentiment:fp32: no node of the cluster can host its build (needs CPU=4)" in result.output
+    assert "Traceback" not in result.output

@@ -76,7 +76,8 @@ class RemoteStore:
         if self.has(h):  # another worker finished first: keep its artifact, drop ours
             self.fs.rm(prefix, recursive=True)
             return False
-        self.fs.pipe_file(self._parent(self._marker(h)), json.dumps({"upload": upload, "files": files}, sort_keys=True).encode())
+        marker = json.dumps({"upload": upload, "files": files}, sort_keys=True).encode()
+        self.fs.pipe_file(self._parent(self._marker(h)), marker)
         won = (self._read_json(self._marker(h)) or {}).get("upload") == upload
         if not won:
             self.fs.rm(prefix, recursive=True)
@@ -101,8 +102,8 @@ class RemoteStore:
         return local.artifact(h)
 
     def put_results(self, h: str, results: dict) -> None:
-        self.fs.pipe_file(self._parent(self._results(h)), (json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
-                          .encode())
+        text = json.dumps(results, indent=2, sort_keys=True, default=str) + "\n"
+        self.fs.pipe_file(self._parent(self._results(h)), text.encode())
 
     def fetch_results(self, h: str, local: Store) -> dict | None:
         results = self._read_json(self._results(h))
