@@ -34,6 +34,17 @@ class HubKind(StrEnum):
     hf = "hf"
 
 
+class ExecutorKind(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+ExecutorOpt = Annotated[ExecutorKind, typer.Option("--executor", envvar="ZOO_EXECUTOR",
+                                                   help="local: in this process; ray: tasks on a Ray cluster")]
+AddressOpt = Annotated[str | None, typer.Option("--address", envvar="RAY_ADDRESS",
+                                                help="The Ray cluster (host:port or auto); none: a local Ray")]
+HubCacheOpt = Annotated[str | None, typer.Option("--hub-cache", help="Fetch a variant published with the same "
+                                                 "hash instead of building it: hf, env ($HF_ENDPOINT) or a URL")]
 HubOpt = Annotated[HubKind, typer.Option("--hub", envvar="ZOO_HUB", help="local: the embedded hub; hf: huggingface.co")]
 
 
@@ -252,13 +263,15 @@ def _tree(nodes):
 @handled
 def build(selector: Selector = None, registry: RegistryOpt = DEFAULT_REGISTRY,
           force: Annotated[bool, typer.Option("--force", help="Rebuild even when the hash is unchanged.")] = False,
-          all_models: Annotated[bool, typer.Option("--all", help="Include models marked default: false.")] = False):
+          all_models: Annotated[bool, typer.Option("--all", help="Include models marked default: false.")] = False,
+          executor: ExecutorOpt = ExecutorKind.local, address: AddressOpt = None, hub_cache: HubCacheOpt = None):
     """Build variants (and the parents they need) in DAG order; unchanged ones are skipped."""
-    from zoo import build as build_mod
+    from zoo import pipeline
 
     loaded = _load(registry)
     nodes = _nodes(loaded, selector, all_models=all_models)
-    outcomes = build_mod.build(loaded, _store(loaded), nodes, force=force, log=err.print)
+    outcomes = pipeline.build_stage(loaded, _store(loaded), nodes, force=force, log=err.print, executor=executor,
+                                    address=address, hub_cache=hub_cache)
     for o in outcomes:
         out.print(f"{o.node.key:<32} {o.status:<8} {o.seconds:7.1f}s  {o.path}", markup=False, highlight=False)
 
@@ -269,13 +282,15 @@ def eval_(selector: Selector = None, registry: RegistryOpt = DEFAULT_REGISTRY,
           force: Annotated[bool, typer.Option("--force", help="Re-evaluate even when nothing changed.")] = False,
           perf_only: Annotated[bool, typer.Option("--perf", help="Re-measure speed only (metrics and gates kept); "
                                                                 "the family is timed interleaved.")] = False,
-          all_models: Annotated[bool, typer.Option("--all", help="Include models marked default: false.")] = False):
+          all_models: Annotated[bool, typer.Option("--all", help="Include models marked default: false.")] = False,
+          executor: ExecutorOpt = ExecutorKind.local, address: AddressOpt = None):
     """Evaluate built variants: task metrics with 95% intervals, the paired accuracy gate, speed on this machine."""
-    from zoo import evaluate, perf
+    from zoo import evaluate, perf, pipeline
 
     loaded = _load(registry)
-    results = evaluate.evaluate(loaded, _store(loaded), _nodes(loaded, selector, all_models=all_models),
-                                force=force, log=err.print, perf_only=perf_only)
+    results = pipeline.eval_stage(loaded, _store(loaded), _nodes(loaded, selector, all_models=all_models),
+                                  force=force, log=err.print, executor=executor, address=address,
+                                  perf_only=perf_only)
     for key, r in results.items():
         metrics = ", ".join(evaluate._with_interval(k, v, r.get("intervals") or {}) for k, v in r["metrics"].items())
         speed = f"  p50 b1 {perf.label(r['perf'])}" if r.get("perf") else ""
@@ -417,13 +432,15 @@ def pull(model: Annotated[str, typer.Argument(help="MODEL")], registry: Registry
 @handled
 def run(selector: Selector = None, registry: RegistryOpt = DEFAULT_REGISTRY, hub: HubOpt = HubKind.local,
         allow_gate_failure: Annotated[bool, typer.Option("--allow-gate-failure")] = False,
-        all_models: Annotated[bool, typer.Option("--all", help="Include models marked default: false.")] = False):
+        all_models: Annotated[bool, typer.Option("--all", help="Include models marked default: false.")] = False,
+        executor: ExecutorOpt = ExecutorKind.local, address: AddressOpt = None, hub_cache: HubCacheOpt = None):
     """All stages for the registry, incrementally: build → eval → card → space → push."""
     from zoo import pipeline
 
     loaded = _load(registry)
     pipeline.run(loaded, _store(loaded), selector, hub=hub.value, allow_gate_failure=allow_gate_failure,
-                 all_models=all_models, console=out, log=err.print)
+                 all_models=all_models, console=out, log=err.print, executor=executor, address=address,
+                 hub_cache=hub_cache)
 
 
 def _route_library_output() -> None:

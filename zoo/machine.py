@@ -6,6 +6,7 @@ machine that produced it, and a target this machine does not match is reported a
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -62,6 +63,7 @@ def fingerprint() -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "libraries": library_versions(),
+        "node_resources": _node_resources(),
     }
 
 
@@ -72,6 +74,12 @@ def matches(target: Target, fp: dict[str, Any] | None = None) -> tuple[bool, str
         ``(True, "")`` on a match; otherwise ``(False, reason)`` with the first thing that differs.
     """
     fp = fp or fingerprint()
+    if target.resources:  # the cluster's operator says which nodes are this hardware
+        have = fp.get("node_resources") or {}
+        missing = [k for k, v in target.resources.items() if have.get(k, 0) < v]
+        if missing:
+            return False, f"this node does not offer the target's Ray resources {', '.join(missing)}"
+        return True, ""
     if target.device == Device.gpu:
         if not fp["gpu"]:
             return False, "the target is a GPU and this machine has none"
@@ -90,6 +98,12 @@ def matches(target: Target, fp: dict[str, Any] | None = None) -> tuple[bool, str
     if target.board and target.board.lower() not in (fp.get("board") or "").lower():
         return False, f"the target is a {target.board} and this machine is {fp.get('board') or 'not that board'}"
     return True, ""
+
+
+def _node_resources() -> dict[str, float] | None:
+    """The Ray node's resources when running inside a cluster task (set by zoo.cluster), else None."""
+    env = os.environ.get("ZOO_NODE_RESOURCES")
+    return json.loads(env) if env else None
 
 
 def _arch() -> str:

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import gradio as gr
-from nf4_guard import guard_cpu_kernel  # copied beside this app by modelzoo
 from huggingface_hub import snapshot_download
+from nf4_guard import guard_cpu_kernel  # copied beside this app by modelzoo
 
 HERE = Path(__file__).resolve().parent
 # Variants load from the Hub named by HF_ENDPOINT (huggingface.co by default) with the Space\'s token, so gated

@@ -79,6 +79,9 @@ class Target(Strict):
     board: str | None = None  # e.g. "Raspberry Pi 5"
     runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
     dtypes: list[Literal["fp32", "fp16", "bf16", "int8", "int4", "nf4"]] = ["fp32"]  # natively fast dtypes
+    # Ray resources a node must offer to count as this target, e.g. {rpi5: 1}; speed is measured on such a node
+    resources: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)],
+                    Annotated[float, Field(gt=0)]] | None = None
 
 
 class Source(Strict):
@@ -169,3 +172,4 @@ class Registry(Strict):
     targets: dict[Id, Target] = Field(min_length=1)
     models: dict[Id, Model] = Field(min_length=1)
     version: str | None = None  # registry version, used for commit messages and tags
+    store: str | None = None  # the store every cluster node sees: a path or an fsspec URI (s3://bucket/prefix)
