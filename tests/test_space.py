@@ -95,7 +95,7 @@ def test_readme_front_matter_and_pinned_requirements(published):  # noqa: F811
     assert passed, "no tiny variant passed its gate"
 
     assert data["sdk"] == "gradio"
-    assert data["sdk_version"] == gradio.__version__ == "6.17.3"
+    assert data["sdk_version"] == gradio.__version__ == "6.31.0"
     assert data["app_file"] == "app.py" and (folder / "app.py").is_file()
     assert data["license"] == "apache-2.0"
     assert data["models"] == [ids.repo_id("testorg", MODEL, v) for v in passed]
