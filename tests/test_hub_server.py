@@ -342,7 +342,7 @@ def test_an_outage_is_reported_as_unreachable_never_as_a_missing_variant(project
     project.push("int8")
     client = project.client(delays=FAST)
     project.server.faults.fail_next = 100
-    with pytest.raises(ZooError, match=rf"the hub at {project.server.url} is unreachable .*5 tries"):
+    with pytest.raises(ZooError, match=rf"the hub at {project.server.url} is unreachable \(HTTP 503"):
         client.read_file(RID, "model", "results.json")
     project.server.faults.fail_next = 100
     with pytest.raises(ZooError, match="is unreachable") as e:
@@ -425,7 +425,7 @@ def test_a_damaged_object_is_never_served_fsck_finds_it_and_a_push_repairs_it(pr
     obj.write_bytes(b"flipped" + obj.read_bytes()[7:])
     report = fsck(project.store.hub)
     assert not report.ok and report.damaged == [obj.name]
-    with pytest.raises(ZooError):
+    with pytest.raises(ZooError, match="the hub's copy of model.onnx is damaged or missing: push"):
         hub.pull(project.loaded, project.store, MODEL, variant="int8", dest=tmp_path / "p",
                  hub=project.client(delays=FAST), console=project.console)
     assert not (tmp_path / "p").exists()  # nothing half-pulled

@@ -170,7 +170,8 @@ class HfHub:
         elif retryable(e):
             why = f"HTTP {status}" if status else type(e.__cause__ or e).__name__ if isinstance(
                 e, LocalEntryNotFoundError) else type(e).__name__
-            text = (f"{what} {repo_id}: the hub at {self.endpoint} is unreachable ({why}; {tries} tries)"
+            text = (f"{what} {repo_id}: the hub at {self.endpoint} is unreachable ({why}"
+                    + (f"; {tries} tries)" if tries > 1 else ")")
                     + ("; nothing was committed" if committing else "") + ": run the same command again")
         elif status in (400, 422) or isinstance(e, ValueError):
             server = getattr(e, "server_message", None) or "; ".join(lines)

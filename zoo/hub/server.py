@@ -627,8 +627,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise _error(404, f"Entry not found: {path}", "EntryNotFound")
         obj = self.hub.storage.verified_object(f.sha256)
         if obj is None:
-            raise _error(500, f"the hub's copy of {path} is damaged or missing: push {repo_id} again "
-                              "(or run `zoo fsck`)")
+            # not a 5xx: retrying cannot help; the damaged object is quarantined and the next push restores it
+            raise _error(404, f"the hub's copy of {path} is damaged or missing: push {repo_id} again "
+                              "(or run `zoo fsck`)", "EntryNotFound")
         headers = {"X-Repo-Commit": commit, "ETag": f'"{f.oid}"', "Accept-Ranges": "bytes",
                    "Cache-Control": "no-cache"}
         if f.lfs:
