@@ -207,11 +207,11 @@ def demo(loaded: Loaded, store: Store, model_id: str, port: int = 7860) -> None:
     folder = render(loaded, store, model_id)
     with open_hub("local", store) as hub:
         missing = [s["repo_id"] for s in read_json(folder / "variants.json")["variants"]
-                   if not (hub.head(s["repo_id"]))]
+                   if not hub.head(s["repo_id"])]
         if missing:
             raise ZooError(f"{model_id}: {', '.join(missing)} not in the embedded hub {store.hub}: run "
                            f"`zoo push {model_id}` first")
-        env = {**os.environ, **hub_env(hub.endpoint, hub._token, store), "GRADIO_SERVER_NAME": "127.0.0.1",
+        env = {**os.environ, **hub_env(hub.endpoint, hub.token, store), "GRADIO_SERVER_NAME": "127.0.0.1",
                "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
         print(f"demo of {model_id} on http://127.0.0.1:{port} (Ctrl-C stops it)", file=sys.stderr)
         try:

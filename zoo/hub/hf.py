@@ -126,6 +126,11 @@ class HfHub:
         self.sleep = sleep
         self._collections: dict[tuple[str, str], str] = {}
 
+    @property
+    def token(self) -> str | None:
+        """The token this client sends (for a child process of the same command, such as the demo app)."""
+        return self._token
+
     @classmethod
     def from_env(cls, require_token: bool) -> HfHub:
         """huggingface.co with the token from ``HF_TOKEN`` or the huggingface_hub login.

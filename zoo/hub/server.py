@@ -39,7 +39,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
@@ -798,6 +798,3 @@ def _check_card(data: bytes) -> None:
                            "errors": [{"message": p} for p in problems]},
                      {"X-Error-Message": "Invalid metadata in README.md"})
 
-
-def quote_rev(revision: str) -> str:
-    return quote(revision, safe="")
