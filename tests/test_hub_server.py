@@ -487,3 +487,17 @@ def test_built_fp32_and_int8_pulled_from_the_hub_load_with_the_standard_classes(
         tok = AutoTokenizer.from_pretrained(dest)
         logits = [np.asarray(m(**tok(text, return_tensors="pt")).logits.detach()) for m in (pulled, built)]
         assert np.allclose(logits[0], logits[1]) and pulled.config.id2label == {0: "rotten", 1: "fresh"}
+
+
+def test_pull_prints_a_loader_that_fits_each_artifact_format(tmp_path):
+    from zoo.hub.fetch import load_lines
+    from zoo.registry.schema import Task
+
+    image = Task.image_classification
+    assert "ort.InferenceSession(" in "\n".join(load_lines(image, tmp_path, "onnx-image"))
+    torch_lines = "\n".join(load_lines(image, tmp_path, "torch-image"))
+    assert "efficientnet_lite.py" in torch_lines and "lite.load(" in torch_lines
+    assert "ORTModelForCausalLM.from_pretrained(" in "\n".join(load_lines(Task.text_generation, tmp_path,
+                                                                           "onnx-causal-lm"))
+    for task, fmt in ((image, "onnx-image"), (image, "torch-image"), (Task.text_generation, "onnx-causal-lm")):
+        assert "AutoModel" not in "\n".join(load_lines(task, tmp_path, fmt))
