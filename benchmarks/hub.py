@@ -13,6 +13,8 @@ first from a clean clone). Then, side by side in one run:
 
     .venv/bin/python benchmarks/hub.py                                   # the default family (after `zoo run`)
     .venv/bin/python benchmarks/hub.py --registry path/to/registry.yaml  # any other project
+    .venv/bin/python benchmarks/hub.py --synthetic 90                    # no project: 3 repos like a family's
+                                                                         # (90 MB of weights + small files each)
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", type=Path, default=ROOT / "registry.yaml")
     parser.add_argument("--skip-run", action="store_true", help="leave out the no-op `zoo run` timing")
+    parser.add_argument("--synthetic", type=int, metavar="MB", help="push/pull 3 generated repos of MB each instead")
     args = parser.parse_args(argv)
+    if args.synthetic:
+        return synthetic(args.synthetic)
 
     from rich.console import Console
 
@@ -111,6 +116,48 @@ def main(argv: list[str] | None = None) -> int:
         stages = [line for line in proc.stderr.splitlines() if line.startswith("done:")]
         if stages:
             print(f"    {stages[-1]}")
+    return 0
+
+
+def synthetic(mb_each: int) -> int:
+    """Push, no-op push and pull of three generated repos (random weights + config/tokenizer-sized files)."""
+    from zoo.hub import ops
+    from zoo.hub.hf import HfHub
+    from zoo.hub.publish import Staged, push_one
+    from zoo.hub.server import HubServer
+
+    with tempfile.TemporaryDirectory(prefix="zoo-hub-bench-") as tmp:
+        root = Path(tmp)
+        items = []
+        for n in range(3):
+            folder = root / "staged" / f"v{n}"
+            folder.mkdir(parents=True)
+            (folder / "model.safetensors").write_bytes(os.urandom(mb_each * 1_000_000))
+            (folder / "config.json").write_text(f'{{"a": {n}}}')
+            (folder / "tokenizer.json").write_bytes(os.urandom(200_000).hex().encode())
+            (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# v\n")
+            items.append(Staged(f"bench/v{n}", "model", folder, "bench", f"v{n}", False))
+        total = sum(folder_bytes(i.folder) for i in items)
+        with HubServer(root / "hub") as server:
+            client = HfHub(server.token, endpoint=server.url, name="local", cache_dir=root / "cache")
+            t = time.perf_counter()
+            for i in items:
+                push_one(client, i, "push", "1.0.0", False, lambda _: None)
+            push_s = time.perf_counter() - t
+            server.requests.clear()
+            for i in items:
+                assert push_one(client, i, "push", "1.0.0", False, lambda _: None).commit is None
+            per_repo = [server.requests[f"model:{i.repo_id}"] for i in items]
+            t = time.perf_counter()
+            for i in items:
+                client.snapshot(i.repo_id, "model", None, root / "pulls" / i.repo_id)
+            pull_s = time.perf_counter() - t
+        assert all(ops.plan(root / "pulls" / i.repo_id, {}).sizes == ops.plan(i.folder, {}).sizes for i in items)
+    mb = 1e6
+    print(f"embedded hub over loopback, 3 generated repos ({total / mb:.1f} MB)")
+    print(f"  push: {total / mb / push_s:7.1f} MB/s ({push_s:.2f} s)   pull: {total / mb / pull_s:7.1f} MB/s "
+          f"({pull_s:.2f} s)   pull/push speed ratio {push_s / pull_s:.2f}")
+    print(f"  no-op push: HTTP requests per repo {per_repo} (goal <= 2: {'met' if max(per_repo) <= 2 else 'NOT met'})")
     return 0
 
 

@@ -80,7 +80,10 @@ def main() -> int:
     texts = read_json(folder / "examples.json")
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    env = {**os.environ, "ZOO_LOCAL_HUB": str(store.hub), "GRADIO_SERVER_NAME": "127.0.0.1",
+    from zoo.hub.server import HubServer
+
+    hub_server = HubServer(store.hub).start()  # the app loads its variants over HTTP, as on a Space
+    env = {**os.environ, **space.hub_env(hub_server.url, hub_server.token, store), "GRADIO_SERVER_NAME": "127.0.0.1",
            "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
     # the app's log goes to a file: an unread pipe fills up and blocks the server's event loop mid-run
     log = tempfile.NamedTemporaryFile(prefix="space-load-", suffix=".log", delete=False)  # noqa: SIM115 (kept)
@@ -97,6 +100,7 @@ def main() -> int:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+        hub_server.stop()
     latencies = [x for lat, _ in runs for x in lat]
     errors = [e for _, errs in runs for e in errs]
     total = args.clients * args.requests

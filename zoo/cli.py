@@ -490,9 +490,9 @@ def hub_serve(host: Annotated[str, typer.Option(help="Address to listen on.")] =
                 else Path(os.environ.get("ZOO_HOME", ".zoo")) / "hub")
     try:
         server = HubServer(root, host=host, port=port).bind()
-        err.print(f"the embedded hub on {server.url} (root {root}; write token in {root / 'token'})\n"
-                  f"consumers: export HF_ENDPOINT={server.url} (and HF_TOKEN=$(cat {root / 'token'}) for gated "
-                  "repos); Ctrl-C stops it", markup=False)
+        print(f"the embedded hub on {server.url} (root {root}; write token in {root / 'token'})\n"
+              f"consumers: export HF_ENDPOINT={server.url} (and HF_TOKEN=$(cat {root / 'token'}) for gated "
+              "repos); Ctrl-C stops it", file=sys.stderr, flush=True)
         server.serve_forever()
     except OSError as e:
         raise ZooError(f"cannot listen on {host}:{port} ({e.strerror or e}): pick another --port") from None

@@ -237,7 +237,7 @@ def demo(loaded: Loaded, store: Store, model_id: str, port: int = 7860) -> None:
         if missing:
             raise ZooError(f"{model_id}: {', '.join(missing)} not in the embedded hub {store.hub}: run "
                            f"`zoo push {model_id}` first")
-        env = {**os.environ, **hub_env(hub.endpoint, hub._token, store), "GRADIO_ANALYTICS_ENABLED": "False"}
+        env = {**os.environ, **hub_env(hub.endpoint, hub.token, store), "GRADIO_ANALYTICS_ENABLED": "False"}
         settings = demo_settings(loaded.model(model_id).task, folder, port)
         print(f"demo of {model_id}: loading its variants; the URL follows (Ctrl-C stops it)", file=sys.stderr)
         proc = subprocess.Popen([sys.executable, "-m", "zoo.demo_server", json.dumps(settings)], cwd=folder, env=env)

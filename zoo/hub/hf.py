@@ -126,6 +126,11 @@ class HfHub:
         self.sleep = sleep
         self._collections: dict[tuple[str, str], str] = {}
 
+    @property
+    def token(self) -> str | None:
+        """The token this client sends (for a child process of the same command, such as the demo app)."""
+        return self._token
+
     @classmethod
     def from_env(cls, require_token: bool) -> HfHub:
         """huggingface.co with the token from ``HF_TOKEN`` or the huggingface_hub login.
@@ -170,7 +175,8 @@ class HfHub:
         elif retryable(e):
             why = f"HTTP {status}" if status else type(e.__cause__ or e).__name__ if isinstance(
                 e, LocalEntryNotFoundError) else type(e).__name__
-            text = (f"{what} {repo_id}: the hub at {self.endpoint} is unreachable ({why}; {tries} tries)"
+            text = (f"{what} {repo_id}: the hub at {self.endpoint} is unreachable ({why}"
+                    + (f"; {tries} tries)" if tries > 1 else ")")
                     + ("; nothing was committed" if committing else "") + ": run the same command again")
         elif status in (400, 422) or isinstance(e, ValueError):
             server = getattr(e, "server_message", None) or "; ".join(lines)

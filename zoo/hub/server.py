@@ -39,7 +39,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
@@ -374,6 +374,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._repo(repo_type, repo_id, write=True)
             body = self._json()
             changes = {k: body[k] for k in ("gated", "private") if k in body}
+            if "visibility" in body:
+                changes["private"] = body["visibility"] == "private"
             if "gated" in changes and changes["gated"] not in (False, "auto", "manual"):
                 raise _error(400, "gated must be false, 'auto' or 'manual'")
             self.hub.storage.update_settings(repo_type, repo_id, **changes)
@@ -402,7 +404,8 @@ class _Handler(BaseHTTPRequestHandler):
         if repo_type == "space" and body.get("sdk") not in ("gradio", "streamlit", "docker", "static"):
             raise _error(400, "Space SDK is required: gradio, streamlit, docker or static")
         url = self._repo_url(repo_type, repo_id)
-        if not self.hub.storage.create(repo_type, repo_id, private=bool(body.get("private")), sdk=body.get("sdk")):
+        private = bool(body.get("private")) or body.get("visibility") == "private"  # 0.x: private; 1.x: visibility
+        if not self.hub.storage.create(repo_type, repo_id, private=private, sdk=body.get("sdk")):
             raise _Reply(409, {"error": f"You already created this {repo_type} repo", "url": url},
                          {"X-Error-Message": f"You already created this {repo_type} repo"})
         self._send(200, {"url": url, "name": repo_id, "id": repo_id})
@@ -624,8 +627,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise _error(404, f"Entry not found: {path}", "EntryNotFound")
         obj = self.hub.storage.verified_object(f.sha256)
         if obj is None:
-            raise _error(500, f"the hub's copy of {path} is damaged or missing: push {repo_id} again "
-                              "(or run `zoo fsck`)")
+            # not a 5xx: retrying cannot help; the damaged object is quarantined and the next push restores it
+            raise _error(404, f"the hub's copy of {path} is damaged or missing: push {repo_id} again "
+                              "(or run `zoo fsck`)", "EntryNotFound")
         headers = {"X-Repo-Commit": commit, "ETag": f'"{f.oid}"', "Accept-Ranges": "bytes",
                    "Cache-Control": "no-cache"}
         if f.lfs:
@@ -794,6 +798,3 @@ def _check_card(data: bytes) -> None:
                            "errors": [{"message": p} for p in problems]},
                      {"X-Error-Message": "Invalid metadata in README.md"})
 
-
-def quote_rev(revision: str) -> str:
-    return quote(revision, safe="")
