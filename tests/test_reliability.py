@@ -208,7 +208,8 @@ def test_fsck_finds_damage_and_repair_quarantines_it_so_it_rebuilds(project):
     assert _zoo(project, "fsck").exit_code == 0
     _flip(store.artifact(int8.hash) / "model.onnx", n=16)
     store.results(fp32.hash).write_text("{")
-    (store.hub / "models" / ".tmp-x-999999999p-abc").write_text("left by a killed push")
+    hub_temp = store.hub / "tmp" / ".tmp-obj-999999999p-abc"
+    hub_temp.write_text("left by a killed push")
     checked = _zoo(project, "fsck")
     assert checked.exit_code == 1
     assert "model.onnx: sha256 differs" in checked.stdout and "zoo build tiny-sentiment:int8 --force" in checked.stdout
@@ -218,14 +219,14 @@ def test_fsck_finds_damage_and_repair_quarantines_it_so_it_rebuilds(project):
     assert repaired.exit_code == 0, repaired.output
     assert not store.is_built(int8.hash) and list((store.root / "quarantine").iterdir())
     assert not store.results(fp32.hash).exists()
-    assert not (store.hub / "models" / ".tmp-x-999999999p-abc").exists()
+    assert not hub_temp.exists()
     listed = {r["variant"]: r["status"] for r in json.loads(_zoo(project, "list", "--json").stdout)}
     assert listed["int8"] == "planned" and listed["fp32"] == "built"
     assert _zoo(project, "fsck").exit_code == 0
 
 
 def test_killed_push_temps_are_swept_only_when_their_writer_is_gone(project):
-    objects = next((project / ".zoo" / "hub" / "models").glob("*/*/objects"))
+    objects = project / ".zoo" / "hub" / "tmp"  # the embedded hub's uploads in progress
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
     gone = objects / f".tmp-abc-{dead}p-xyz"

@@ -57,16 +57,18 @@ def run(store: Store, repair: bool = False, log=print) -> Report:
 
 
 def check_hub(store: Store, report: Report, repair: bool, log) -> None:
-    """The local hub's own check, when the hub module offers one (``zoo.hub.fsck(root, repair) -> [lines]``).
+    """The embedded hub's own check: every object against its content address, every commit's files present."""
+    from zoo.hub import fsck as hub_fsck
 
-    TODO(hub): the hub checks its objects against their content address; until it exposes ``fsck`` this only
-    removes temps of killed pushes (below, by PID).
-    """
-    import zoo.hub as hub_mod
-
-    hub_fsck = getattr(hub_mod, "fsck", None)
-    if hub_fsck is not None and store.hub.is_dir():
-        report.damaged += list(hub_fsck(store.hub, repair))
+    if not store.hub.is_dir():
+        return
+    hub = hub_fsck(store, repair=repair)
+    report.checked += hub.objects
+    if hub.ok:
+        return
+    report.damaged += [f"{store.hub}: {line}" for line in hub.lines()[1:]]
+    if repair and hub.damaged:
+        report.repaired.append(f"{len(hub.damaged)} damaged hub objects quarantined (`zoo push` uploads them again)")
 
 
 def _quarantine(store: Store, path: Path) -> Path:

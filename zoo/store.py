@@ -95,7 +95,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     On any error, or an interrupt, the temp folder is removed and ``final`` is left as it was.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final.name), dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final.name), dir=final.parent))
     try:
         yield tmp
         _fsync_tree(tmp)
@@ -114,7 +114,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write a file so that a reader sees the old content or the new, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
@@ -143,7 +143,7 @@ def read_json(path: Path, fix: str = "run `zoo fsck --repair`, then the command 
     return checked(path, fix, object)
 
 
-def _temp_prefix(name: str) -> str:
+def temp_prefix(name: str) -> str:
     # the writer's PID is in the name, so a sweep removes only temps whose writer is gone
     return f".tmp-{name}-{os.getpid()}p-"
 

@@ -35,7 +35,7 @@ from typing import IO, Any, Literal
 
 from filelock import FileLock
 
-from zoo.store import atomic_write, read_json, write_json
+from zoo.store import atomic_write, clean_temp, read_json, temp_prefix, write_json
 
 RepoType = Literal["model", "dataset", "space"]
 REPO_TYPES = ("model", "dataset", "space")
@@ -105,6 +105,7 @@ class HubStorage:
         self._mutex = threading.Lock()
         for sub in ("objects", "tmp", "repos", "collections"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        clean_temp(self.root / "tmp")  # uploads of killed processes (a live writer's temps carry its PID)
 
     # -- tokens ------------------------------------------------------------------------------------------------
 
@@ -128,7 +129,7 @@ class HubStorage:
     def put_object(self, src: IO[bytes] | bytes, expected: str | None = None,
                    size: int | None = None) -> tuple[str, int]:
         """Store content; returns (sha256, size). Refuses content that does not match ``expected``/``size``."""
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-obj-", dir=self.root / "tmp")
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix("obj"), dir=self.root / "tmp")
         digest, n = hashlib.sha256(), 0
         try:
             with os.fdopen(fd, "wb") as out:
