@@ -132,7 +132,7 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: Path, fix: str = "run `zoo fsck --repair`, then the command that wrote it") -> Any:
+def read_json(path: Path, fix: str = "remove it and run the command that wrote it again") -> Any:
     """Parse a JSON file the tool wrote.
 
     Raises:
