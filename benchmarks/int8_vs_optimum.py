@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     store = Store.for_registry(loaded.path)
     model = loaded.model(a.model)
     nodes = [n for n in plan.make(loaded) if n.model_id == a.model]
-    by_kind = {n.kind: n for n in nodes}
+    # the variant named after its kind (int8, fp32) when several share a kind (distilled-int8 is int8 too)
+    by_kind = {n.kind: n for n in sorted(nodes, key=lambda n: n.variant_id == n.kind)}
     dirs = {}
     for kind, given in (("fp32", a.fp32), ("int8", a.int8)):
         if given is not None:

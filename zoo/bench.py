@@ -22,7 +22,7 @@ BENCH_DIR = "bench"  # pulled variants are cached under the store's folder of th
 
 
 def bench(what: str, loaded: Any = None, store: Any = None, hub: str = "local", rounds: int = perf.ROUNDS,
-          log=print) -> dict[str, Any]:
+          log=print, retries: int = 1) -> dict[str, Any]:
     """Measure ``what`` (a folder, or ``MODEL:VARIANT`` with ``loaded``/``store``) here and compare with its card.
 
     Returns:
@@ -40,7 +40,7 @@ def bench(what: str, loaded: Any = None, store: Any = None, hub: str = "local", 
     task = card.get("task") or formats.task_of(folder)
     log(f"timing {label} here: {rounds} rounds in fresh processes, batch 1 and {batch}, seq {seq_len}")
     item = perf.Item(label, folder, task)
-    here = perf.measure_family([item], batch, seq_len, 20, rounds=rounds, log=log)[label]
+    here = perf.measure_family([item], batch, seq_len, 20, rounds=rounds, retries=retries, log=log)[label]
     here["measured_on"] = machine.fingerprint()["name"]
     ratios = {}
     for key in ("batch_1", "batch_N"):

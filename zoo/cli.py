@@ -304,6 +304,7 @@ def bench(what: Annotated[str, typer.Argument(help="MODEL:VARIANT (built here or
                                                    "pulled/built variant folder.")],
           registry: RegistryOpt = DEFAULT_REGISTRY, hub: HubOpt = HubKind.local,
           rounds: Annotated[int, typer.Option(min=1, max=20, help="Rounds, each in a fresh process.")] = 3,
+          retries: Annotated[int, typer.Option(min=0, max=5, help="Re-measure this often while noisy.")] = 1,
           as_json: Annotated[bool, typer.Option("--json")] = False):
     """Time a published variant on this machine with the zoo's protocol and print it beside the card's figures."""
     from zoo import bench as bench_mod
@@ -311,7 +312,7 @@ def bench(what: Annotated[str, typer.Argument(help="MODEL:VARIANT (built here or
     folder = Path(what)
     loaded = None if folder.is_dir() else _load(registry)
     got = bench_mod.bench(what, loaded, _store(loaded) if loaded else None, hub=hub.value, rounds=rounds,
-                          log=err.print)
+                          log=err.print, retries=retries)
     if as_json:
         sys.stdout.write(json.dumps(got, indent=2, default=str) + "\n")
     else:

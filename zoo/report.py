@@ -210,7 +210,8 @@ def render(table: dict[str, Any]) -> Table:
         cells = [_metric(r, m) for m in names]
         on = "" if r["on_target"] else " (not measured on it)"
         t.add_row(r["variant"], r["kind"], *cells, _ratio_cell(r), _f(r["size_mb"], "{:.1f}"), _latency(r),
-                  _f(r["speedup"], "{:.2f}×"), "★" if r.get("pareto") else "", _f(r["peak_rss_mb"], "{:.0f}"),
+                  _f(r["speedup"], "{:.2f}×") + (" (noisy)" if r.get("noisy") and r["speedup"] else ""),
+                  "★" if r.get("pareto") else "", _f(r["peak_rss_mb"], "{:.0f}"),
                   r["target"] + on, _gate(r["gate"]))
     return t
 
