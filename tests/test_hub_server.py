@@ -208,7 +208,7 @@ def test_revisions_resolve_by_branch_tag_commit_and_prefix(project, tmp_path):
         client.resolve(RID, "model", "nope")
     dest = project.pull("int8", revision="1.0.0", dest=tmp_path / "old")
     assert (dest / "model.onnx").read_bytes() == b"v1"
-    assert "ORTModelForSequenceClassification.from_pretrained(" in project.out.getvalue()
+    assert "ort.InferenceSession(" in project.out.getvalue()
     assert client.tag(RID, "model", "1.0.0", second.commit) is False  # an existing tag is left alone
     assert client.tag(RID, "model", "later", second.commit) is True
     assert client.resolve(RID, "model", "later") == second.commit
@@ -467,8 +467,8 @@ def test_without_zoo_hub_url_each_command_starts_its_own_server(tiny_zoo, monkey
 @pytest.mark.slow
 def test_built_fp32_and_int8_pulled_from_the_hub_load_with_the_standard_classes(project, tmp_path):
     import numpy as np
-    from optimum.onnxruntime import ORTModelForSequenceClassification
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    import onnxruntime as ort
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from zoo import build
 
@@ -480,13 +480,23 @@ def test_built_fp32_and_int8_pulled_from_the_hub_load_with_the_standard_classes(
                       fmt=json.loads((project.store.artifact(node.hash) / "provenance.json").read_text())["format"])
     project.push("fp32", "int8")
     text = "the film was great and funny"
-    for variant, cls in (("fp32", AutoModelForSequenceClassification), ("int8", ORTModelForSequenceClassification)):
-        dest = project.pull(variant, dest=tmp_path / variant)
-        assert f"{cls.__name__}.from_pretrained(" in project.out.getvalue()
-        pulled, built = (cls.from_pretrained(d) for d in (dest, project.store.artifact(project.nodes[variant].hash)))
-        tok = AutoTokenizer.from_pretrained(dest)
-        logits = [np.asarray(m(**tok(text, return_tensors="pt")).logits.detach()) for m in (pulled, built)]
-        assert np.allclose(logits[0], logits[1]) and pulled.config.id2label == {0: "rotten", 1: "fresh"}
+    dest = project.pull("fp32", dest=tmp_path / "fp32")
+    assert "AutoModelForSequenceClassification.from_pretrained(" in project.out.getvalue()
+    pulled, built = (AutoModelForSequenceClassification.from_pretrained(d)
+                     for d in (dest, project.store.artifact(project.nodes["fp32"].hash)))
+    tok = AutoTokenizer.from_pretrained(dest)
+    logits = [np.asarray(m(**tok(text, return_tensors="pt")).logits.detach()) for m in (pulled, built)]
+    assert np.allclose(logits[0], logits[1]) and pulled.config.id2label == {0: "rotten", 1: "fresh"}
+    # the int8 graph through plain ONNX Runtime with transformers' AutoConfig/AutoTokenizer, as `zoo pull` prints
+    dest = project.pull("int8", dest=tmp_path / "int8")
+    assert "ort.InferenceSession(" in project.out.getvalue()
+    outs = []
+    for d in (dest, project.store.artifact(project.nodes["int8"].hash)):
+        session = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+        names = {i.name for i in session.get_inputs()}
+        enc = AutoTokenizer.from_pretrained(d)(text, return_tensors="np")
+        outs.append(session.run(None, {k: v.astype(np.int64) for k, v in enc.items() if k in names})[0])
+    assert np.allclose(outs[0], outs[1]) and AutoConfig.from_pretrained(dest).id2label == {0: "rotten", 1: "fresh"}
 
 
 def test_pull_prints_a_loader_that_fits_each_artifact_format(tmp_path):
@@ -497,7 +507,8 @@ def test_pull_prints_a_loader_that_fits_each_artifact_format(tmp_path):
     assert "ort.InferenceSession(" in "\n".join(load_lines(image, tmp_path, "onnx-image"))
     torch_lines = "\n".join(load_lines(image, tmp_path, "torch-image"))
     assert "efficientnet_lite.py" in torch_lines and "lite.load(" in torch_lines
-    assert "ORTModelForCausalLM.from_pretrained(" in "\n".join(load_lines(Task.text_generation, tmp_path,
-                                                                           "onnx-causal-lm"))
-    for task, fmt in ((image, "onnx-image"), (image, "torch-image"), (Task.text_generation, "onnx-causal-lm")):
+    assert "og.Model(" in "\n".join(load_lines(Task.text_generation, tmp_path, "onnx-genai"))
+    assert "ort.InferenceSession(" in "\n".join(load_lines(Task.text_classification, tmp_path, "onnx"))
+    for task, fmt in ((image, "onnx-image"), (image, "torch-image"), (Task.text_generation, "onnx-genai"),
+                      (Task.text_classification, "onnx")):
         assert "AutoModel" not in "\n".join(load_lines(task, tmp_path, fmt))

@@ -14,11 +14,11 @@ from zoo.registry import Loaded
 from zoo.registry.schema import LOWER_IS_BETTER, Task
 from zoo.status import gate_passed
 
-# The class that loads a pulled folder, per task: (transformers Auto class, optimum ORT class).
+# The transformers class that loads a pulled folder of a transformers format, per task.
 LOADERS = {
-    Task.text_classification: ("AutoModelForSequenceClassification", "ORTModelForSequenceClassification"),
-    Task.text_generation: ("AutoModelForCausalLM", "ORTModelForCausalLM"),
-    Task.image_classification: ("AutoModelForImageClassification", "ORTModelForImageClassification"),
+    Task.text_classification: "AutoModelForSequenceClassification",
+    Task.text_generation: "AutoModelForCausalLM",
+    Task.image_classification: "AutoModelForImageClassification",
 }
 
 
@@ -74,9 +74,15 @@ def load_lines(task: Task, folder: Path, fmt: str | None) -> list[str]:
                 f'spec = importlib.util.spec_from_file_location("efficientnet_lite", {json.dumps(str(module))})',
                 "lite = importlib.util.module_from_spec(spec); spec.loader.exec_module(lite)",
                 f"model, config = lite.load({where})"]
-    auto, ort_class = LOADERS[task]
-    if fmt in ("onnx", "onnx-causal-lm"):
-        return [f"from optimum.onnxruntime import {ort_class}", f"model = {ort_class}.from_pretrained({where})"]
+    auto = LOADERS[task]
+    if fmt == "onnx":
+        return ["import onnxruntime as ort", "from transformers import AutoConfig, AutoTokenizer",
+                f'session = ort.InferenceSession({json.dumps(str(folder / "model.onnx"))}, '
+                'providers=["CPUExecutionProvider"])',
+                f"tokenizer, config = AutoTokenizer.from_pretrained({where}), AutoConfig.from_pretrained({where})"]
+    if fmt == "onnx-genai":
+        return ["import onnxruntime_genai as og", "from transformers import AutoTokenizer",
+                f"model, tokenizer = og.Model({where}), AutoTokenizer.from_pretrained({where})"]
     return [f"from transformers import {auto}", f"model = {auto}.from_pretrained({where})"]
 
 

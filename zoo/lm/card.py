@@ -8,28 +8,15 @@ from typing import Any
 
 from zoo.lm import harness
 
-ONNX_SNIPPET = """import torch
+ONNX_SNIPPET = """from pathlib import Path
+
 from lm_eval import simple_evaluate
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
-from optimum.onnxruntime import ORTModelForCausalLM
 from transformers import AutoTokenizer
+from zoo.lm.genai import ForHFLM, GenaiModel  # pip install modelzoo: HFLM's view of an onnxruntime-genai model
 
-
-class WithMask:  # HFLM scores without an attention mask; the ONNX graph requires one
-    def __init__(self, model):
-        self.model = model
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-    def __call__(self, input_ids, attention_mask=None, **kw):
-        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        return self.model(input_ids=input_ids, attention_mask=mask, **kw)
-
-
-lm = HFLM(pretrained=WithMask(ORTModelForCausalLM.from_pretrained(".")),
-          tokenizer=AutoTokenizer.from_pretrained("."), batch_size=4)
+lm = HFLM(pretrained=ForHFLM(GenaiModel(Path("."))), tokenizer=AutoTokenizer.from_pretrained("."), batch_size=4)
 out = simple_evaluate(model=lm, tasks=["{name}"], task_manager=TaskManager(include_path="lm_eval_task"))
 print(out["results"])"""
 EXAMPLE_CHARS = 300  # a continuation shown on the card is cut to this many characters
@@ -83,11 +70,11 @@ def section(templates: list[Path], model_id: str, variant_id: str, reference: st
     lm = d["lm_eval"]
     name = lm["group"]
     command, lang, note = f"pip install lm-eval=={lm['lm_eval']}\n" + harness.command(".", name), "bash", ""
-    if fmt == "onnx-causal-lm":
+    if fmt == "onnx-genai":
         lang = "python"
         command = ONNX_SNIPPET.format(name=name)
         note = (f"`lm_eval --model hf` loads PyTorch weights only; this ONNX Runtime variant goes through the same "
-                f"`HFLM` class from Python (with lm-eval {lm['lm_eval']} and optimum installed), as `zoo eval` "
+                f"`HFLM` class from Python (with lm-eval {lm['lm_eval']} and modelzoo installed), as `zoo eval` "
                 "runs it.")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)

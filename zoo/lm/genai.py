@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from zoo.errors import ZooError
@@ -148,3 +149,42 @@ class GenaiModel:
         while not generator.is_done():
             generator.generate_next_token()
             yield int(generator.get_next_tokens()[0])
+
+
+class ForHFLM:
+    """A :class:`GenaiModel` as lm-eval's ``HFLM`` calls a transformers causal LM: a forward pass returns ``logits``
+    over the whole (right-padded) batch, ``generate`` is greedy decoding through ``og.Generator`` row by row."""
+
+    def __init__(self, model: GenaiModel):
+        import torch
+        from transformers import AutoConfig
+
+        self._model = model
+        self.config = AutoConfig.from_pretrained(model.dir)
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+
+    def eval(self) -> ForHFLM:
+        return self
+
+    def tie_weights(self) -> None:
+        pass
+
+    def __call__(self, input_ids: Any, attention_mask: Any = None, **_: Any) -> Any:
+        import torch
+
+        return SimpleNamespace(logits=torch.from_numpy(self._model.logits(input_ids.cpu().numpy())))
+
+    def generate(self, input_ids: Any, attention_mask: Any = None, max_length: int | None = None,
+                 pad_token_id: int | None = None, max_new_tokens: int | None = None, **_: Any) -> Any:
+        import torch
+
+        width = input_ids.shape[1]
+        new_tokens = max_new_tokens if max_new_tokens is not None else max(0, (max_length or width) - width)
+        rows = []
+        for i in range(input_ids.shape[0]):
+            ids = input_ids[i] if attention_mask is None else input_ids[i][attention_mask[i].bool()]
+            rows.append(input_ids[i].tolist() + list(self._model.tokens(ids.tolist(), new_tokens)))
+        longest = max(len(r) for r in rows)
+        pad = pad_token_id if pad_token_id is not None else 0
+        return torch.tensor([r + [pad] * (longest - len(r)) for r in rows], dtype=input_ids.dtype)

@@ -201,7 +201,12 @@ def run(gen: Any, folder: Path, name: str, batch_size: int, log_path: Path | Non
             lg.handlers, lg.propagate = [handler], False
         with warnings.catch_warnings(), contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
             warnings.simplefilter("ignore")
-            model = WithMask(gen.model) if gen.runtime == "onnxruntime" else gen.model
+            if gen.runtime == "onnxruntime-genai":
+                from zoo.lm.genai import ForHFLM
+
+                model = ForHFLM(gen.model)
+            else:
+                model = gen.model
             lm = HFLM(pretrained=model, tokenizer=gen.tokenizer, batch_size=batch_size)
             out = lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=TaskManager(include_path=str(folder)),
                                           log_samples=True, bootstrap_iters=0, random_seed=0,
@@ -235,23 +240,6 @@ def run(gen: Any, folder: Path, name: str, batch_size: int, log_path: Path | Non
         continuations=[str(t) for t in texts],
         generation={m: [float(s[m]) for s in cont] for m in ("repeated_ngram_rate", "distinct_2", "rouge_l")},
         versions={"lm_eval": version, "task_version": 1.0})
-
-
-class WithMask:
-    """An optimum ONNX Runtime causal LM as lm-eval's HFLM calls it: HFLM's scoring forward passes no attention mask
-    (right padding is harmless under causal attention), while the exported graph requires one, so it gets ones."""
-
-    def __init__(self, model: Any):
-        self._model = model
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-    def __call__(self, input_ids: Any, attention_mask: Any = None, **kwargs: Any) -> Any:
-        import torch
-
-        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        return self._model(input_ids=input_ids, attention_mask=mask, **kwargs)
 
 
 def token_perplexity(loglik: Sequence[float], tokens: Sequence[int]) -> float:
