@@ -110,7 +110,7 @@ def test_tiny_detection_family_end_to_end(tmp_path, monkeypatch):
         result = run.invoke(app, [step, "tiny-det", "--registry", str(registry)])
         assert result.exit_code == 0, f"zoo {step}: {result.output[-2000:]}"
     store = registry.parent / ".zoo"
-    results = [json.loads(p.read_text()) for p in store.glob("artifacts/*/results.json")]
+    results = [json.loads(p.read_text()) for p in store.glob("artifacts/*.results.json")]
     assert len(results) == 5
     for r in results:
         assert set(r["metrics"]) == {"map", "map50"} and 0 <= r["metrics"]["map"] <= r["metrics"]["map50"] <= 1
