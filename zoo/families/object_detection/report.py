@@ -14,6 +14,8 @@ import numpy as np
 
 from zoo.families.object_detection.metrics import CocoEval
 
+import zoo.tasks  # noqa: E402,F401  (the task registry first: it imports this folder's task module)
+
 THRESHOLD = 0.3  # boxes drawn in the figure
 
 

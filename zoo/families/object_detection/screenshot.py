@@ -48,8 +48,9 @@ def main(model: str, out: str, registry_path: str = "registry.yaml") -> None:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             page.goto(url)
-            page.locator(".gallery-item, button.gallery-item, [data-testid='examples'] button").first.click()
-            time.sleep(2)
+            example = folder / config["examples"][0]["file"]
+            page.locator("#zoo-input input[type=file]").set_input_files(str(example))
+            time.sleep(3)
             page.locator("#zoo-submit").click()
             summary = page.locator("#zoo-summary")
             for spec in config["variants"]:

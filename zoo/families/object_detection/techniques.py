@@ -140,8 +140,17 @@ class DetectionPtq(Technique):
 
 def quantize(src: Path, dest: Path, parent_dir: Path, calib: list, p: PtqParams, preset: Any,
              excluded: list[str], key: str) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
-        quantize_static
+    import contextlib
+    import io
+    import logging
+
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     from zoo.families.object_detection.model import Detector
 
@@ -161,13 +170,19 @@ def quantize(src: Path, dest: Path, parent_dir: Path, calib: list, p: PtqParams,
     options = {"WeightSymmetric": preset.weight_symmetric, "ActivationSymmetric": preset.activation_symmetric}
     if p.calibration.method == "percentile":
         options["CalibPercentile"] = p.calibration.percentile
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime's pre-processing advice; its calibration progress goes to stdout
     try:
-        quantize_static(str(src), str(dest), Reader(), quant_format=QuantFormat.QDQ, per_channel=p.per_channel,
-                        reduce_range=preset.reduce_range, activation_type=qtype[p.activations],
-                        weight_type=qtype[p.weights], nodes_to_exclude=excluded or None, calibrate_method=method,
-                        extra_options=options)
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(str(src), str(dest), Reader(), quant_format=QuantFormat.QDQ, per_channel=p.per_channel,
+                            reduce_range=preset.reduce_range, activation_type=qtype[p.activations],
+                            weight_type=qtype[p.weights], nodes_to_exclude=excluded or None,
+                            calibrate_method=method, extra_options=options)
     except Exception as e:  # onnxruntime raises many types; keep the first line
         raise ZooError(f"{key}: static quantization failed: {str(e).splitlines()[0] if str(e) else e!r}") from e
+    finally:
+        root.setLevel(level)
 
 
 def _copy_sidecars(parent: Path, out: Path, **config: Any) -> None:
