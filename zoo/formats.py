@@ -29,6 +29,7 @@ FORMAT_TASKS = {
     "onnx-image": "image-classification",
     "transformers-causal-lm": "text-generation",
     "onnx-genai": "text-generation",
+    "onnx-detector": "object-detection",
 }
 
 

@@ -6,6 +6,7 @@ its sha256 checked, and the path extracted. That makes real weights and data rep
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -22,11 +23,14 @@ from zoo.errors import ZooError
 _HUB = re.compile(r"^hub:(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
 _PYPI = re.compile(r"^pypi:(?P<pkg>[A-Za-z0-9][\w.-]*)==(?P<ver>[\w.+!-]+)#(?P<path>[\w./ -]+)$")
 _FILE = re.compile(r"^file:(?P<path>.+)$")
+_GIT = re.compile(r"^git:(?P<url>https://[\w./-]+?)@(?P<rev>[0-9a-f]{7,40})$")
+MIRRORS_ENV = "ZOO_MIRRORS"  # folders (os.pathsep-separated) checked by sha256 before any download
+DEFAULT_MIRROR = "../shared/data"  # relative to the registry folder
 
 
 @dataclass(frozen=True)
 class ParsedSource:
-    scheme: str  # "hub", "pypi" or "file"
+    scheme: str  # "hub", "pypi", "git" or "file"
     name: str  # repo id, package name, or path
     version: str | None  # hub revision or package version
     path: str | None  # path inside the wheel
@@ -47,8 +51,10 @@ def parse_source(text: str) -> ParsedSource:
         return ParsedSource("pypi", m["pkg"], m["ver"], path)
     if m := _FILE.match(text):
         return ParsedSource("file", m["path"], None, None)
+    if m := _GIT.match(text):
+        return ParsedSource("git", m["url"], m["rev"], None)
     raise ValueError(f"'{text}' is not a source: use 'hub:ORG/NAME@REVISION', "
-                     "'pypi:PACKAGE==VERSION#path/in/wheel' or 'file:PATH'")
+                     "'pypi:PACKAGE==VERSION#path/in/wheel', 'git:https://HOST/REPO@COMMIT' or 'file:PATH'")
 
 
 MIRRORS_ENV = "ZOO_FILE_MIRRORS"  # extra folders file: sources may name, separated by os.pathsep (set by the operator)
@@ -119,8 +125,12 @@ def resolve(source: str, sha256: str | None, base_dir: Path, field: str, revisio
             raise ZooError(f"{field}: sha256 of '{parsed.name}' is {got}, registry says {sha256}: "
                            "the file changed; update sha256 if the change is intended")
         return path
+    if sha256 and (hit := from_mirror(sha256, base_dir)):
+        return hit
     if parsed.scheme == "pypi":
         return _resolve_pypi(parsed, sha256, field)
+    if parsed.scheme == "git":
+        return _resolve_git(parsed, sha256, field)
     return _resolve_hub(parsed, revision, field)
 
 
@@ -177,6 +187,80 @@ def _fetch_wheel(pkg: str, version: str, field: str) -> Path:
         return final
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def mirrors(base_dir: Path) -> list[Path]:
+    """The mirror folders: ``ZOO_MIRRORS`` if set, else ``../shared/data`` next to the registry."""
+    env = os.environ.get(MIRRORS_ENV)
+    folders = [Path(p) for p in env.split(os.pathsep) if p] if env is not None else [base_dir / DEFAULT_MIRROR]
+    return [f.resolve() for f in folders if f.is_dir()]
+
+
+def from_mirror(sha256: str, base_dir: Path) -> Path | None:
+    """A file or folder directly inside a mirror whose sha256 (:func:`sha256_tree`) is ``sha256``, or None.
+
+    A mirror's ``MANIFEST.sha256`` (``sha256sum`` lines) names likely candidates without reading them; every candidate
+    is hashed for real (once per process), so a stale or partial manifest can never serve wrong bytes.
+    """
+    for mirror in mirrors(base_dir):
+        listed = _manifest_candidates(mirror, sha256)
+        for entry in listed + [e for e in sorted(mirror.iterdir()) if e not in listed]:
+            if _mirror_hash(str(entry)) == sha256:
+                return entry
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _mirror_hash(path: str) -> str:
+    return sha256_tree(Path(path))
+
+
+def _manifest_candidates(mirror: Path, sha256: str) -> list[Path]:
+    manifest = mirror / "MANIFEST.sha256"
+    if not manifest.is_file():
+        return sorted(mirror.iterdir())
+    by_top: dict[str, list[tuple[str, str]]] = {}
+    for line in manifest.read_text().splitlines():
+        digest, _, rel = line.partition("  ")
+        parts = Path(rel.strip()).parts
+        parts = parts[1:] if parts and parts[0] == "." else parts
+        if parts:
+            by_top.setdefault(parts[0], []).append(("/".join(parts[1:]), digest))
+    hits = []
+    for top, files in by_top.items():
+        if len(files) == 1 and not files[0][0]:
+            tree = files[0][1]
+        else:
+            h = hashlib.sha256()
+            for rel, digest in sorted(files):
+                h.update(rel.encode() + b"\0" + digest.encode())
+            tree = h.hexdigest()
+        if tree == sha256:
+            hits.append(mirror / top)
+    return hits
+
+
+def _resolve_git(p: ParsedSource, sha256: str | None, field: str) -> Path:
+    dest = cache_dir() / "assets" / f"git-{hashlib.sha256(f'{p.name}@{p.version}'.encode()).hexdigest()[:16]}"
+    if not dest.is_dir():
+        tmp = Path(tempfile.mkdtemp(dir=_mkdir(cache_dir() / "assets")))
+        try:
+            for cmd in (["git", "clone", "--quiet", "--no-checkout", p.name, str(tmp)],
+                        ["git", "-C", str(tmp), "checkout", "--quiet", p.version or "HEAD"]):
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+                if proc.returncode != 0:
+                    last = (proc.stderr.strip().splitlines() or ["git failed"])[-1]
+                    raise ZooError(f"{field}: could not fetch {p.name}@{p.version} ({last}): check the address "
+                                   f"and commit, that the network is reachable, or put a copy in a mirror "
+                                   f"folder ({MIRRORS_ENV})")
+            shutil.rmtree(tmp / ".git", ignore_errors=True)
+            os.replace(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if sha256 and (got := sha256_tree(dest)) != sha256:
+        raise ZooError(f"{field}: sha256 of {p.name}@{p.version} is {got}, registry says {sha256}: "
+                       "check the commit, then update sha256")
+    return dest
 
 
 def _resolve_hub(p: ParsedSource, revision: str | None, field: str) -> Path:

@@ -23,6 +23,7 @@ from zoo.registry import Loaded
 from zoo.registry.schema import Task
 from zoo.status import gate_passed, read_results
 from zoo.store import Store, atomic_dir, read_json, write_json
+from zoo.tasks import handler
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "spaces"
 # The app of each task, relative to spaces/ (text classification came first and keeps the top-level app.py).
@@ -77,6 +78,8 @@ def render(loaded: Loaded, store: Store, model_id: str) -> Path:
         raise ZooError(f"{model_id}: no variant is built, evaluated and passing its gate, so the Space would be "
                        f"empty: run `zoo build {model_id}` and `zoo eval {model_id}` first")
     table = card.family_table(loaded, store, model_id)
+    if (own := getattr(handler(task), "write_space", None)) is not None:  # a family folder's own Space
+        return own(loaded, store, model_id, specs, table, left_out)
     pareto = store.reports(model_id) / "pareto.png"
     title = f"{model_id} variants"
     tdir = templates_dir(loaded, task)

@@ -20,6 +20,7 @@ class Task(StrEnum):
     text_classification = "text-classification"
     text_generation = "text-generation"
     image_classification = "image-classification"
+    object_detection = "object-detection"
 
 
 class Kind(StrEnum):
@@ -60,12 +61,15 @@ class Metric(StrEnum):
     perplexity = "perplexity"
     top1 = "top1"
     exact_match = "exact_match"
+    map = "map"  # COCO mAP@0.5:0.95
+    map50 = "map50"  # COCO mAP@0.5
 
 
 TASK_METRICS: dict[Task, set[Metric]] = {
     Task.text_classification: {Metric.accuracy, Metric.f1},
     Task.text_generation: {Metric.perplexity, Metric.exact_match},
     Task.image_classification: {Metric.top1, Metric.accuracy, Metric.f1},
+    Task.object_detection: {Metric.map, Metric.map50},
 }
 LOWER_IS_BETTER = {Metric.perplexity}
 
@@ -87,7 +91,7 @@ class Target(Strict):
 class Source(Strict):
     """Where an asset comes from: ``hub:ORG/NAME@REV``, ``pypi:PKG==VER#path/in/wheel`` or ``file:PATH``."""
 
-    source: str  # see zoo/sources.py for the three forms
+    source: str  # see zoo/sources.py for the forms
     sha256: Sha256 | None = None  # of the wheel (pypi:) or file (file:); checked before use
     revision: str | None = None  # hub: alternative to @REV in the source
 

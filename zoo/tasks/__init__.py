@@ -7,6 +7,7 @@ A new task is one module here plus one line in ``TASKS``; every stage (data, eva
 from __future__ import annotations
 
 from zoo.errors import ZooError
+from zoo.families.object_detection.task import ObjectDetection
 from zoo.registry.schema import Task
 from zoo.tasks.base import PerfModel, Scores, TaskHandler
 from zoo.tasks.image_classification import ImageClassification
@@ -17,6 +18,7 @@ TASKS: dict[Task, TaskHandler] = {
     Task.text_classification: TextClassification(),
     Task.image_classification: ImageClassification(),
     Task.text_generation: TextGeneration(),
+    Task.object_detection: ObjectDetection(),
 }
 
 

@@ -1,5 +1,6 @@
 """Every technique, registered explicitly: a new technique is one module here plus one line below."""
 
+from zoo.families.object_detection import techniques as detection
 from zoo.techniques import distill, finetune, half, int8, lm, prune, qlora, vision
 from zoo.techniques.base import BuildContext, Params, Technique
 from zoo.techniques.registry import TechniqueRegistry
@@ -20,5 +21,8 @@ TECHNIQUES.register(vision.VisionHalf())
 TECHNIQUES.register(vision.VisionPtq())
 TECHNIQUES.register(vision.VisionQat())
 TECHNIQUES.register(prune.Prune())
+TECHNIQUES.register(detection.DetectionConvert())
+TECHNIQUES.register(detection.DetectionHalf())
+TECHNIQUES.register(detection.DetectionPtq())
 
 __all__ = ["TECHNIQUES", "BuildContext", "Params", "Technique", "TechniqueRegistry"]
