@@ -41,6 +41,8 @@ METRICS: dict[str, MetricSpec] = {m.name: m for m in (
     MetricSpec("f1", True, True, "macro F1: the unweighted mean of per-class F1"),
     MetricSpec("perplexity", False, False, "exp of the mean next-token negative log-likelihood"),
     MetricSpec("exact_match", True, False, "fraction of held-out next words predicted exactly"),
+    MetricSpec("map", True, False, "COCO mAP@0.5:0.95 over the test images (pycocotools)"),
+    MetricSpec("map50", True, False, "COCO mAP@0.5 over the test images (pycocotools)"),
 )}
 LOWER_IS_BETTER = frozenset(n for n, m in METRICS.items() if not m.higher_is_better)
 CLASSIFICATION = frozenset(n for n, m in METRICS.items() if m.per_row)
