@@ -19,6 +19,9 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from zoo import card, ids, plan, registry
 from zoo.store import Store
 
+# builds and evaluates whole tiny vision and LM zoos (every technique, lm-eval on each LM variant): minutes
+pytestmark = pytest.mark.slow
+
 ORG = "testorg"
 VISION, LM = "tiny-digits", "tiny-play"
 # variant → (base_model_relation, library_name, precision tag); relation None: a ``from: base`` variant whose file base

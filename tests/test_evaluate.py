@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import rerecord_provenance
 from typer.testing import CliRunner
 
 from zoo import evaluate, machine, metrics, perf, plan, registry
@@ -201,6 +202,7 @@ def _negate_classifier(artifact: Path) -> None:
     for k in head:
         tensors[k] = -tensors[k]
     save_file(tensors, path, metadata={"format": "pt"})
+    rerecord_provenance(artifact)
 
 
 def test_the_gate_blocks_a_broken_variant(evaluated, monkeypatch):

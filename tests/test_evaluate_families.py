@@ -9,11 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import rerecord_provenance
 from tiny_families import perturb_weights
 from typer.testing import CliRunner
 
 from zoo import evaluate, perf, plan, registry, report
 from zoo.store import Store
+
+# builds and evaluates whole tiny vision and LM zoos (every technique, lm-eval on each LM variant): minutes
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 VISION, LM = "tiny-digits", "tiny-play"
@@ -69,6 +73,7 @@ def _break(evaluated: Path, dest: Path, variant_key: str, weights: str, monkeypa
     loaded, store, nodes = _load(dest / "registry.yaml")
     node = nodes[variant_key]
     assert perturb_weights(store.artifact(node.hash) / weights, scale=3.0) > 0
+    rerecord_provenance(store.artifact(node.hash))
     _in_process(monkeypatch)
     out = evaluate.evaluate(loaded, store, [node], force=True, log=lambda *_: None)
     assert list(out)[-1] == variant_key  # its gate reference is evaluated first

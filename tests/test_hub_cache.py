@@ -31,6 +31,7 @@ def test_hub_cache_fetches_same_hash_builds_otherwise(tiny_zoo, tmp_path, monkey
     from huggingface_hub import HfApi, constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the embedded hub has no Xet storage
     loaded = registry.load(tiny_zoo)
     nodes = {n.variant_id: n for n in plan.make(loaded)}
     org, mid = loaded.registry.org, "tiny-sentiment"

@@ -21,6 +21,9 @@ from zoo.registry.schema import Task
 from zoo.status import gate_passed, read_results
 from zoo.store import Store
 
+# builds and evaluates whole tiny vision and LM zoos (every technique, lm-eval on each LM variant): minutes
+pytestmark = pytest.mark.slow
+
 # what each app (and the code beside it) imports → the distribution requirements.txt must pin
 DISTRIBUTIONS = {"gradio": "gradio", "numpy": "numpy", "PIL": "pillow", "onnxruntime": "onnxruntime",
                  "torch": "torch", "safetensors": "safetensors", "huggingface_hub": "huggingface_hub",

@@ -93,3 +93,17 @@ def make_tiny_zoo(root: Path) -> Path:
         (root / "recipes" / f"{name}.yaml").write_text(text)
     (root / "registry.yaml").write_text(REGISTRY)
     return root / "registry.yaml"
+
+
+def rerecord_provenance(artifact: Path) -> None:
+    """Record an artifact's current file hashes in its provenance.json: a test that damages weights on purpose
+    simulates a bad *build* (which the gate must catch), not damage at rest (which verification refuses first)."""
+    import json
+
+    from zoo.sources import sha256_file
+
+    prov_path = artifact / "provenance.json"
+    prov = json.loads(prov_path.read_text())
+    prov["files"] = {p.relative_to(artifact).as_posix(): sha256_file(p) for p in sorted(artifact.rglob("*"))
+                     if p.is_file() and p.name != "provenance.json"}
+    prov_path.write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
