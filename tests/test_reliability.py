@@ -146,7 +146,8 @@ def test_invalid_results_json_is_one_line_and_eval_force_repairs_it(project):
         assert result.exit_code == 1, (args, result.output)
         assert f"{results}: damaged (not valid JSON" in result.stderr
         assert "run `zoo eval tiny-sentiment:int8 --force`" in result.stderr
-    assert _zoo(project, "eval", "tiny-sentiment:int8", "--force").exit_code == 0
+    forced = _zoo(project, "eval", "tiny-sentiment:int8", "--force")
+    assert forced.exit_code == 0, forced.output
     assert json.loads(results.read_text())["variant"] == "int8"
 
 

@@ -99,8 +99,11 @@ def test_readme_front_matter_and_pinned_requirements(published):  # noqa: F811
     assert data["app_file"] == "app.py" and (folder / "app.py").is_file()
     assert data["license"] == "apache-2.0"
     assert data["models"] == [ids.repo_id("testorg", MODEL, v) for v in passed]
-    pins = dict(line.split("==") for line in (folder / "requirements.txt").read_text().splitlines()
-                if line and not line.startswith("#"))
+    lines = (folder / "requirements.txt").read_text().splitlines()
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in lines  # a CPU Space gets the CPU torch build
+    pins = dict(line.split("==") for line in lines if line and not line.startswith(("#", "--")))
+    assert pins["torch"].endswith("+cpu")
+    pins["torch"] = pins["torch"].removesuffix("+cpu")
     assert pins["gradio"] == data["sdk_version"]
     assert {"torch", "transformers", "huggingface_hub", "onnxruntime"} <= set(pins) and "optimum" not in pins
     assert all(re.fullmatch(r"\d+(\.\d+)+", v) for v in pins.values()), pins

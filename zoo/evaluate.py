@@ -64,7 +64,7 @@ def evaluate(loaded: Loaded, store: Store, nodes: list[Node], force: bool = Fals
                 ref_results = read_results(store, ref_node)
             verify.artifact(store, node)
             eh = eval_hash(loaded, node, ref, ref_results)
-            existing = read_results(store, node)
+            existing = read_results(store, node) if (perf_only or not force) else None
             if perf_only:
                 if existing is None:
                     log(f"{node.key}: not evaluated yet, skipped (run `zoo eval {node.key}` first)")

@@ -32,7 +32,8 @@ def export(parent_dir: Path, out_dir: Path, exporter: str = "torchscript") -> Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.onnx"
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(parent_dir, dtype=torch.float32).eval()
+        model = AutoModelForSequenceClassification.from_pretrained(
+            parent_dir, dtype=torch.float32, attn_implementation="eager").eval()  # ORT fuses eager attention
         tokenizer = AutoTokenizer.from_pretrained(parent_dir)
         enc = tokenizer(["an example sentence to trace", "a second one"], padding=True, return_tensors="pt")
         names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc]

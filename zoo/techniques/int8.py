@@ -268,7 +268,8 @@ def expand_nodes(model_path: Path, patterns: list[str], field: str) -> list[str]
         hits = [name for name, path in nodes
                 if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(path, pattern)]
         if not hits:
-            example = nodes[len(nodes) // 2][1] if nodes else "(empty graph)"
+            paths = [path for _, path in nodes if path.startswith("/")] or [path for _, path in nodes]
+            example = paths[len(paths) // 2] if paths else "(empty graph)"
             raise ZooError(f"{field}: '{pattern}' matches no node of the exported graph "
                            f"(module paths look like '{example}')")
         out += [h for h in hits if h not in out]
