@@ -67,23 +67,6 @@ def optimum_venv(log) -> Path:
             raise ZooError(f"creating optimum's environment failed ({' '.join(cmd[:4])} …): {tail}")
     done.write_text(" ".join(OPTIMUM_PINS) + "\n")
     return cli
-    log(f"creating optimum's own environment in {venv} ({', '.join(OPTIMUM_PINS)}); a few minutes, once")
-    tmp = venv.with_name(venv.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for cmd in ([sys.executable, "-m", "venv", str(tmp)],
-                [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", *OPTIMUM_PINS]):
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-            raise ZooError(f"creating optimum's environment failed ({' '.join(cmd[:4])} …): {tail}")
-    # the venv's scripts carry its path in their shebang: move by re-creating the links is not possible, so fix it
-    for f in (tmp / "bin").iterdir():
-        if f.is_file() and not f.is_symlink():
-            head = f.read_bytes()[:200]
-            if head.startswith(b"#!") and str(tmp).encode() in head:
-                f.write_bytes(f.read_bytes().replace(str(tmp).encode(), str(venv).encode(), 1))
-    tmp.rename(venv)
-    return cli
 
 
 def optimum_preset(fp: dict) -> str:
