@@ -114,16 +114,23 @@ def _registry_path(path: str) -> Path:
     return p if p.is_file() else Path(p.name)  # on a remote node the working_dir is the registry's folder
 
 
-def _build_task(registry_path: str, key: str, url: str, force: bool, threads: float, *parent_done: Any
-                ) -> dict[str, Any]:
-    """On a worker: fetch the parent from the shared store, build ``key`` in a scratch store, upload it."""
-    from zoo import build, registry
+def _task_node(registry_path: str, key: str, url: str, threads: float) -> tuple[Loaded, dict[str, Node], Node,
+                                                                             RemoteStore]:
+    """On a worker: its environment, the registry, every planned node, the task's node and the shared store."""
+    from zoo import registry
 
     _node_env(threads)
     loaded = registry.load(_registry_path(registry_path))
     nodes = {n.key: n for n in make(loaded)}
-    node = nodes[key]
-    shared = RemoteStore(url)
+    return loaded, nodes, nodes[key], RemoteStore(url)
+
+
+def _build_task(registry_path: str, key: str, url: str, force: bool, threads: float, *parent_done: Any
+                ) -> dict[str, Any]:
+    """On a worker: fetch the parent from the shared store, build ``key`` in a scratch store, upload it."""
+    from zoo import build
+
+    loaded, nodes, node, shared = _task_node(registry_path, key, url, threads)
     if shared.has(node.hash) and not force:
         return {"key": key, "status": "skipped", "seconds": 0.0, "node": os.environ["ZOO_RAY_NODE"]}
     scratch = Store(Path(tempfile.mkdtemp(prefix="zoo-task-")))
@@ -145,14 +152,10 @@ def _build_task(registry_path: str, key: str, url: str, force: bool, threads: fl
 def _eval_task(registry_path: str, key: str, url: str, force: bool, threads: float, ref_results: dict | None
                ) -> dict[str, Any]:
     """On a worker: fetch the artifact (and the gate reference's results), evaluate it, upload the results."""
-    from zoo import evaluate, registry
+    from zoo import evaluate
     from zoo.store import write_json
 
-    _node_env(threads)
-    loaded = registry.load(_registry_path(registry_path))
-    nodes = {n.key: n for n in make(loaded)}
-    node = nodes[key]
-    shared = RemoteStore(url)
+    loaded, _nodes, node, shared = _task_node(registry_path, key, url, threads)
     scratch = Store(Path(tempfile.mkdtemp(prefix="zoo-task-")))
     try:
         shared.fetch(node.hash, scratch)
