@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from zoo import registry
     from zoo.data import load_splits
-    from zoo.formats import load_classifier
+    from zoo.families.text_classification.loaders import load_classifier
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--registry", type=Path, default=Path("registry.yaml"))

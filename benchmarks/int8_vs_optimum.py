@@ -36,6 +36,7 @@ from rich.table import Table
 
 from zoo import evaluate, formats, machine, metrics, perf, plan, registry
 from zoo.errors import ZooError
+from zoo.families.text_classification.loaders import load_classifier
 from zoo.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +91,7 @@ def _cli(cli: Path, args: list[str]) -> None:
 
 
 def make_optimum_models(cli: Path, fp32_dir: Path, work: Path, preset: str) -> tuple[Path, Path]:
-    """(ONNX fp32 export, optimum int8 quantized) folders, each loadable by ``formats.load_classifier``."""
+    """(ONNX fp32 export, optimum int8 quantized) folders, each loadable by ``load_classifier``."""
     export = work / "ort-fp32"
     _cli(cli, ["export", "onnx", "--model", str(fp32_dir), "--task", "text-classification", str(export)])
     quant = work / "ort-int8-optimum"
@@ -104,7 +105,7 @@ def make_optimum_models(cli: Path, fp32_dir: Path, work: Path, preset: str) -> t
 
 
 def predictions_of(path: Path, texts: list[str], seq_len: int) -> tuple[list[int], float]:
-    clf = formats.load_classifier(path)
+    clf = load_classifier(path)
     t0 = time.perf_counter()
     preds = clf.predict(texts, seq_len, 32).argmax(axis=1).tolist()
     seconds = time.perf_counter() - t0

@@ -42,7 +42,7 @@ def size_mb(folder: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     from zoo import formats, plan, registry
-    from zoo.lm import load_generator
+    from zoo.families.text_generation import load_generator
     from zoo.status import read_results
     from zoo.store import Store
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.model}: {', '.join(missing)} not built: run `zoo run {args.model}` first", file=sys.stderr)
         return 1
     model = loaded.model(args.model)
-    from zoo.lm import data
+    from zoo.families.text_generation import data
 
     prompts = [t[:200] for t in data.load_splits(model.dataset, loaded.root, "dataset").test[:args.prompts]]
     threads = formats.threads()
@@ -96,7 +96,7 @@ def from_base(args: argparse.Namespace) -> int:
     import tempfile
 
     from zoo import formats, registry
-    from zoo.lm import data, genai, load_generator
+    from zoo.families.text_generation import data, genai, load_generator
 
     loaded = registry.load(args.registry)
     model = loaded.model(args.model)

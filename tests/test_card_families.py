@@ -17,6 +17,9 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from zoo import card, ids, plan, registry
+from zoo.families import family_of
+from zoo.families.image_classification import family as vision_family
+from zoo.families.text_generation import family as lm_family
 from zoo.store import Store
 
 # builds and evaluates whole tiny vision and LM zoos (every technique, lm-eval on each LM variant): minutes
@@ -265,11 +268,11 @@ def _run_blocks(store: Store, repo: str, model_id: str, monkeypatch, capsys) -> 
 def test_vision_snippets_run_and_agree_with_the_zoo_loader(published_vision, variant, monkeypatch, capsys):
     from PIL import Image
 
-    from zoo.vision import load_image_classifier
+    from zoo.families.image_classification import load_image_classifier
 
     loaded, store = _store(published_vision)
     snapshot = _snapshot(store, ids.repo_id(ORG, VISION, variant))
-    image = np.asarray(Image.open(snapshot / card.EXAMPLE_PNG).convert("RGB"))[None]
+    image = np.asarray(Image.open(snapshot / vision_family.EXAMPLE_PNG).convert("RGB"))[None]
     labels = loaded.model(VISION).dataset.labels
     runs = _run_blocks(store, variant, VISION, monkeypatch, capsys)
     assert len(runs) == (2 if variant == "w16a16" else 1)
@@ -283,19 +286,19 @@ def test_vision_snippets_run_and_agree_with_the_zoo_loader(published_vision, var
 
 @pytest.mark.parametrize("repo", [*EXPECT[LM], "qlora-4bit-adapter"])
 def test_lm_snippets_run_and_agree_with_the_zoo_loader(published_lm, repo, monkeypatch, capsys):
-    from zoo.lm import load_generator
+    from zoo.families.text_generation import load_generator
 
     loaded, store = _store(published_lm)
     monkeypatch.chdir(loaded.root)  # the adapter's file: base is named relative to the project
     [(code, printed)] = _run_blocks(store, repo, LM, monkeypatch, capsys)
-    prompt = card.examples(loaded, LM, 1)[0]
+    prompt = family_of("text-generation").examples(loaded.model(LM), loaded.root, "d", 1)[0]
     assert json.dumps(prompt) in code
     text = printed.rstrip("\n")
     assert text.strip(), "the snippet generated nothing"
     if repo.endswith("-adapter"):
         return  # the adapter on a freshly quantized base is not the merged model; that it runs is the check
     expected = load_generator(_snapshot(store, ids.repo_id(ORG, LM, repo))).continue_text(
-        prompt, card.SNIPPET_NEW_TOKENS)
+        prompt, lm_family.SNIPPET_NEW_TOKENS)
     assert text.strip() == expected.strip()
 
 

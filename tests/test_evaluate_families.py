@@ -234,8 +234,8 @@ def test_pareto_front_prefers_lower_perplexity():
 
 def test_load_splits_gives_each_task_its_own_kind(tiny_zoo, tiny_vision_zoo, tiny_lm_zoo):
     from zoo.data import Splits, load_splits
-    from zoo.lm.data import TextSplits
-    from zoo.vision.data import ImageSplits
+    from zoo.families.image_classification.data import ImageSplits
+    from zoo.families.text_generation.data import TextSplits
 
     for reg, kind in ((tiny_zoo, Splits), (tiny_vision_zoo, ImageSplits), (tiny_lm_zoo, TextSplits)):
         loaded = registry.load(reg)
@@ -257,14 +257,14 @@ def test_samples_cap_picks_the_same_seeded_rows(fixture, model, request):
 
 
 def test_examples_per_task(tiny_vision_zoo, tiny_lm_zoo):
-    from zoo.tasks import handler
+    from zoo.families import family_of
 
     loaded = registry.load(tiny_vision_zoo)
-    images = handler("image-classification").examples(loaded.model(VISION), loaded.root, "d", 3)
+    images = family_of("image-classification").examples(loaded.model(VISION), loaded.root, "d", 3)
     assert len(images) == 3 and all(im.shape == (12, 12, 3) and im.dtype == np.uint8 for im in images)
     loaded = registry.load(tiny_lm_zoo)
-    prompts = handler("text-generation").examples(loaded.model(LM), loaded.root, "d", 2)
-    assert len(prompts) == 2 and all(0 < len(p) <= 160 for p in prompts)
+    prompts = family_of("text-generation").examples(loaded.model(LM), loaded.root, "d", 2)
+    assert len(prompts) == 2 and all(0 < len(p.split()) <= 8 for p in prompts)
 
 
 def test_perf_child_recognises_the_task_from_the_artifact(built_tiny_vision_zoo):
@@ -276,10 +276,10 @@ def test_perf_child_recognises_the_task_from_the_artifact(built_tiny_vision_zoo)
 
 def test_unknown_task_is_refused():
     from zoo.errors import ZooError
-    from zoo.tasks import handler
+    from zoo.families import family_of
 
-    with pytest.raises(ZooError, match="no handler"):
-        handler("audio-classification")
+    with pytest.raises(ZooError, match="task 'audio-classification' has no family"):
+        family_of("audio-classification")
 
 
 # --- the merged registry ------------------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def test_full_disk_mid_build_is_one_line_and_keeps_nothing(tiny_zoo, monkeypatch
     from typer.testing import CliRunner
 
     from zoo.cli import app
-    from zoo.techniques.finetune import Finetune
+    from zoo.families.text_classification.techniques import Finetune
 
     def full(self, ctx):
         (ctx.out_dir / "model.safetensors").write_bytes(b"partial")
@@ -170,7 +170,7 @@ def test_ctrl_c_mid_build_is_one_line_and_keeps_nothing(tiny_zoo, monkeypatch):
     from typer.testing import CliRunner
 
     from zoo.cli import app
-    from zoo.techniques.finetune import Finetune
+    from zoo.families.text_classification.techniques import Finetune
 
     def interrupted(self, ctx):
         (ctx.out_dir / "config.json").write_text("{}")

@@ -500,15 +500,17 @@ def test_built_fp32_and_int8_pulled_from_the_hub_load_with_the_standard_classes(
 
 
 def test_pull_prints_a_loader_that_fits_each_artifact_format(tmp_path):
-    from zoo.hub.fetch import load_lines
-    from zoo.registry.schema import Task
+    from zoo.families import family_of
 
-    image = Task.image_classification
+    def load_lines(task, folder, fmt):
+        return family_of(task).load_lines(folder, fmt)
+
+    image, lm, text = "image-classification", "text-generation", "text-classification"
     assert "ort.InferenceSession(" in "\n".join(load_lines(image, tmp_path, "onnx-image"))
     torch_lines = "\n".join(load_lines(image, tmp_path, "torch-image"))
     assert "efficientnet_lite.py" in torch_lines and "lite.load(" in torch_lines
-    assert "og.Model(" in "\n".join(load_lines(Task.text_generation, tmp_path, "onnx-genai"))
-    assert "ort.InferenceSession(" in "\n".join(load_lines(Task.text_classification, tmp_path, "onnx"))
-    for task, fmt in ((image, "onnx-image"), (image, "torch-image"), (Task.text_generation, "onnx-genai"),
-                      (Task.text_classification, "onnx")):
+    assert "og.Model(" in "\n".join(load_lines(lm, tmp_path, "onnx-genai"))
+    assert "ort.InferenceSession(" in "\n".join(load_lines(text, tmp_path, "onnx"))
+    for task, fmt in ((image, "onnx-image"), (image, "torch-image"), (lm, "onnx-genai"), (text, "onnx")):
         assert "AutoModel" not in "\n".join(load_lines(task, tmp_path, fmt))
+    assert "AutoModelForCausalLM.from_pretrained(" in "\n".join(load_lines(lm, tmp_path, "transformers-causal-lm"))

@@ -39,7 +39,7 @@ def build(project: Path, technique_name: str, kind: str, params: dict, parent: P
     out.mkdir(parents=True)
 
     def no_splits():
-        raise AssertionError("causal-LM techniques read their texts through zoo.lm.data")
+        raise AssertionError("causal-LM techniques read their texts through zoo.families.text_generation.data")
 
     ctx = BuildContext(
         model_id="tiny-lm", variant_id=kind, model=model_entry(),
@@ -54,7 +54,7 @@ def build(project: Path, technique_name: str, kind: str, params: dict, parent: P
 
 
 def splits(project: Path):
-    from zoo.lm import data
+    from zoo.families.text_generation import data
 
     return data.load_splits(model_entry().dataset, project)
 
@@ -70,7 +70,7 @@ def finetuned(project, tmp_path_factory) -> Path:
 # --- data and metrics ---------------------------------------------------------------------------------------------
 
 def test_chunks_keep_whole_lines_and_respect_the_limit():
-    from zoo.lm.data import chunks
+    from zoo.families.text_generation.data import chunks
 
     text = "\n".join(f"line number {i} of the play, spoken slowly" for i in range(40)) + "\n\nshort\n"
     got = chunks(text, max_chars=200)
@@ -81,7 +81,7 @@ def test_chunks_keep_whole_lines_and_respect_the_limit():
 
 def test_splits_are_deterministic_disjoint_and_checked(project):
     from zoo.errors import ZooError
-    from zoo.lm import data
+    from zoo.families.text_generation import data
 
     s = splits(project)
     assert (len(s.train), len(s.test), len(s.calibration)) == (40, 12, 4)
@@ -96,7 +96,7 @@ def test_splits_are_deterministic_disjoint_and_checked(project):
 
 
 def test_next_word_examples_and_exact_match():
-    from zoo.lm import metrics
+    from zoo.families.text_generation import metrics
 
     ex = metrics.next_word_examples(["good night sweet prince", "o what", "my lord the\nKing is dead!"])
     assert ex == [("good night", "sweet"), ("my lord the\n", "king")]
@@ -107,7 +107,7 @@ def test_next_word_examples_and_exact_match():
 # --- techniques ---------------------------------------------------------------------------------------------------
 
 def test_finetune_lowers_perplexity_and_generates(project, finetuned):
-    from zoo.lm import load_generator
+    from zoo.families.text_generation import load_generator
 
     test = splits(project).test
     base = load_generator(project / "base").perplexity(test)
@@ -126,7 +126,7 @@ def test_finetune_lowers_perplexity_and_generates(project, finetuned):
 def test_lora_finetune_merges_into_plain_weights(project, tmp_path):
     from safetensors.torch import load_file
 
-    from zoo.lm import load_generator
+    from zoo.families.text_generation import load_generator
 
     extra = build(project, "lm-finetune", "fp32", {"method": "lora", "steps": 20, "lr": 2e-2, "r": 4, "alpha": 8,
                                                    "max_length": 32}, project / "base", tmp_path / "v", "base")
@@ -137,7 +137,7 @@ def test_lora_finetune_merges_into_plain_weights(project, tmp_path):
 
 
 def test_half_writes_bf16(project, finetuned, tmp_path):
-    from zoo.lm import load_generator
+    from zoo.families.text_generation import load_generator
 
     extra = build(project, "lm-half", "w16a16", {"dtype": "bf16"}, finetuned, tmp_path / "v")
     gen = load_generator(tmp_path / "v")
@@ -150,7 +150,7 @@ def test_half_writes_bf16(project, finetuned, tmp_path):
 def test_genai_build_loads_with_og_and_generates_like_its_parent(project, finetuned, tmp_path, kind):
     import onnxruntime_genai as og
 
-    from zoo.lm import load_generator
+    from zoo.families.text_generation import load_generator
 
     extra = build(project, "lm-genai", kind, {}, finetuned, tmp_path / "v")
     assert extra["format"] == "onnx-genai" and extra["quantization"]["weights"] == kind
@@ -171,7 +171,7 @@ def test_genai_full_sequence_logits_match_pytorch_on_fp32(project, finetuned, tm
     """The perplexity path (plain ONNX Runtime on the builder's graph, empty KV cache) against PyTorch, batched."""
     import numpy as np
 
-    from zoo.lm import genai, load_generator
+    from zoo.families.text_generation import genai, load_generator
 
     genai.build(finetuned, tmp_path / "v", "fp32", {}, tmp_path / "cache")
     ids = load_generator(finetuned).tokenizer(["good night sweet prince and", "to be or not to"],
@@ -203,7 +203,7 @@ def test_qlora_writes_merged_nf4_and_an_adapter(project, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from zoo.lm import load_generator
+    from zoo.families.text_generation import load_generator
 
     out = tmp_path / "v"
     extra = build(project, "lm-qlora", "qlora-4bit", {"steps": 25, "lr": 2e-2, "r": 4, "alpha": 8, "max_length": 32},
@@ -227,7 +227,7 @@ def test_qlora_writes_merged_nf4_and_an_adapter(project, tmp_path):
 def test_qlora_unmerged_root_applies_the_adapter_on_load(project, tmp_path):
     from peft import PeftModel
 
-    from zoo.lm import load_generator
+    from zoo.families.text_generation import load_generator
 
     out = tmp_path / "v"
     extra = build(project, "lm-qlora", "qlora-4bit", {"steps": 25, "lr": 2e-2, "r": 4, "alpha": 8, "max_length": 32,
@@ -244,7 +244,7 @@ def test_qlora_backend_is_guarded():
     import torch
 
     from zoo.errors import ZooError
-    from zoo.techniques.lm import qlora_backend
+    from zoo.families.text_generation.techniques import qlora_backend
 
     if torch.cuda.is_available():
         pytest.skip("CPU-only check")
@@ -255,7 +255,7 @@ def test_qlora_backend_is_guarded():
 
 def test_spread_keeps_first_and_last_layers():
     from zoo.errors import ZooError
-    from zoo.techniques.lm import spread
+    from zoo.families.text_generation.techniques import spread
 
     assert spread(30, 10) == [0, 3, 6, 10, 13, 16, 19, 23, 26, 29]
     assert spread(4, 2) == [0, 3]
@@ -280,7 +280,7 @@ def test_distilled_student_starts_from_the_chosen_teacher_layers(project, finetu
 
 
 def test_distillation_trains_toward_the_teacher(project, finetuned, tmp_path):
-    from zoo.lm import load_generator
+    from zoo.families.text_generation import load_generator
 
     params = {"layers": [1, 2], "steps": 30, "lr": 1e-2, "temperature": 2.0, "alpha": 0.5, "max_length": 32}
     extra = build(project, "lm-distill", "distilled", params, finetuned, tmp_path / "v")
@@ -294,9 +294,9 @@ def test_distillation_trains_toward_the_teacher(project, finetuned, tmp_path):
 
 def test_file_dataset_is_read_relative_to_the_registry_root(project, tmp_path):
     from zoo.errors import ZooError
+    from zoo.families.text_generation.techniques import text_splits
     from zoo.registry.schema import Target, Variant
     from zoo.techniques import BuildContext
-    from zoo.techniques.lm import text_splits
 
     def ctx(root):
         return BuildContext("tiny-lm", "fp32", model_entry(), Variant(kind="fp32", recipe="r", target="cpu"),
@@ -325,8 +325,8 @@ def test_lm_recipes_validate():
 def test_rebuild_gives_a_savable_copy_with_equal_weights(project, tmp_path):
     import torch
 
-    from zoo.lm import gguf
-    from zoo.techniques.lm import load_fp32
+    from zoo.families.text_generation import gguf
+    from zoo.families.text_generation.techniques import load_fp32
 
     loaded = load_fp32(project / "base")
     fresh = gguf.rebuild(loaded)
@@ -392,7 +392,7 @@ def test_gguf_converts_once_to_an_equal_savable_checkpoint(tmp_path, monkeypatch
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from zoo.lm import gguf, load_generator
+    from zoo.families.text_generation import gguf, load_generator
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -420,7 +420,7 @@ def test_gguf_converts_once_to_an_equal_savable_checkpoint(tmp_path, monkeypatch
 
 def test_model_dir_rejects_other_paths(tmp_path):
     from zoo.errors import ZooError
-    from zoo.lm import gguf
+    from zoo.families.text_generation import gguf
 
     (tmp_path / "x.bin").write_bytes(b"0")
     with pytest.raises(ZooError, match="neither a transformers folder"):

@@ -1,4 +1,4 @@
-"""Generation-quality metrics, their intervals and the repetition check (zoo/lm/quality.py, zoo/lm/lm_eval_task)."""
+"""Generation-quality metrics, their intervals and the repetition check (text_generation/quality.py, lm_eval_task)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from zoo.lm import harness, quality
-from zoo.lm.lm_eval_task import utils
+from zoo.families.text_generation import harness, quality
+from zoo.families.text_generation.lm_eval_task import utils
 
 
 def test_repetition_metrics_see_the_loop_the_issue_saw():

@@ -36,7 +36,7 @@ def exported(request, classifier, tmp_path_factory) -> tuple[str, Path]:
 def test_export_matches_pytorch_and_loads_with_plain_onnxruntime(classifier, exported):
     from transformers import AutoTokenizer
 
-    from zoo.formats import load_classifier
+    from zoo.families.text_classification.loaders import load_classifier
     from zoo.techniques import _onnx
 
     _, path = exported

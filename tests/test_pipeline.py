@@ -53,7 +53,7 @@ def test_run_from_nothing_to_pushed_then_noop(tiny_zoo, tmp_path):
     pulled = _zoo(project, "pull", "tiny-sentiment", "--variant", "int8", "--dest", str(tmp_path / "int8"))
     assert pulled.returncode == 0, pulled.stderr
     assert "ort.InferenceSession(" in pulled.stdout
-    from zoo.formats import load_classifier
+    from zoo.families.text_classification.loaders import load_classifier
 
     assert load_classifier(tmp_path / "int8").runtime == "onnxruntime"
 

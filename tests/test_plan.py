@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -111,11 +113,52 @@ def test_plan_shows_trust_remote_code(tiny_zoo, monkeypatch):
     assert "[trust_remote_code: on]" in result.stdout
 
 
-def test_code_hash_follows_the_helpers_a_technique_imports():
-    from zoo.plan import _helper_imports, technique_code_hash
+def test_code_hash_covers_every_module_a_technique_imports_even_indirectly():
+    from zoo.plan import PACKAGE_ROOT, import_closure, technique_code_hash
     from zoo.techniques import TECHNIQUES
 
-    assert _helper_imports("from zoo.techniques import _onnx, _train\nfrom zoo.techniques._x import y\n") == {
-        "_onnx", "_train", "_x"}
+    def closure(technique: str) -> set[str]:
+        module = sys.modules[type(TECHNIQUES.get(technique)).__module__]
+        return {f.relative_to(PACKAGE_ROOT).as_posix() for f in import_closure(Path(module.__file__))}
+
+    # the two imports the old regex missed: vision techniques -> int8 presets, pruning -> vision techniques
+    assert "zoo/techniques/int8.py" in closure("vision-ptq")
+    assert "zoo/families/image_classification/techniques.py" in closure("prune")
+    # the registries and the plan choose what runs; they are not part of what a technique computes
+    assert not closure("onnx-int8") & {"zoo/techniques/__init__.py", "zoo/families/__init__.py", "zoo/plan.py"}
     by_module = {type(TECHNIQUES.get(n)).__module__: technique_code_hash(TECHNIQUES.get(n)) for n in TECHNIQUES.names()}
     assert len(set(by_module.values())) == len(by_module)
+
+
+def test_editing_a_module_imported_two_steps_away_changes_the_plan(tmp_path, monkeypatch):
+    """A plugin family's technique imports a helper that imports the presets; editing the presets moves the hash
+    of every variant that technique builds (`zoo plan --since` would say "changed")."""
+    import shutil
+
+    from tiny import TINY_FAMILY
+
+    folder = tmp_path / "tiny_tabular"
+    shutil.copytree(TINY_FAMILY, folder)
+    reg = _plugin_registry(tmp_path, "tiny_tabular")
+    before = {n.key: n.hash for n in plan.make(registry.load(reg))}
+    presets = folder / "presets.py"
+    presets.write_text(presets.read_text() + "\n# a comment is still a change of the module's bytes\n")
+    sys.modules.pop("zoo_family_tiny_tabular", None)
+    after = {n.key: n.hash for n in plan.make(registry.load(reg))}
+    changed = plan.diff(_as_nodes(before), plan.make(registry.load(reg)))["changed"]
+    assert before.keys() == after.keys() and all(before[k] != after[k] for k in before) and changed
+
+
+def _plugin_registry(root: Path, folder: str) -> Path:
+    from tiny import TINY_FAMILY_RECIPES, tiny_family_registry
+
+    path = root / "registry.yaml"
+    path.write_text(tiny_family_registry(folder))
+    (root / "recipes").mkdir(exist_ok=True)
+    for name, text in TINY_FAMILY_RECIPES.items():
+        (root / "recipes" / f"{name}.yaml").write_text(text)
+    return path
+
+
+def _as_nodes(hashes: dict[str, str]) -> list:
+    return [type("N", (), {"key": k, "hash": h})() for k, h in hashes.items()]

@@ -90,7 +90,7 @@ def test_structured_heads_shrink_bert_and_reload(bert_parent, tmp_path):
 
 @pytest.fixture(scope="module")
 def vision_parent(tmp_path_factory) -> Path:
-    from zoo.vision.model import EfficientNetLite, lite0_arch, save_torch, write_config
+    from zoo.families.image_classification.model import EfficientNetLite, lite0_arch, save_torch, write_config
 
     root = tmp_path_factory.mktemp("vision")
     rng = np.random.default_rng(0)
@@ -110,9 +110,9 @@ VISION_DATA = {"source": "file:set.npz", "split": {"train": 32, "test": 20, "cal
 
 
 def test_magnitude_with_finetune_keeps_zeros_on_vision(vision_parent, tmp_path):
+    from zoo.families.image_classification import load_image_classifier
+    from zoo.families.image_classification.model import load_torch
     from zoo.techniques.prune import Prune
-    from zoo.vision import load_image_classifier
-    from zoo.vision.model import load_torch
 
     extra = Prune().build(_ctx(tmp_path, {"amount": 0.6, "epochs": 1, "batch_size": 16}, vision_parent,
                                "image-classification", dataset=VISION_DATA, root=vision_parent.parent))
@@ -127,8 +127,8 @@ def test_magnitude_with_finetune_keeps_zeros_on_vision(vision_parent, tmp_path):
 
 
 def test_structured_channels_shrink_vision_model(vision_parent, tmp_path):
+    from zoo.families.image_classification import load_image_classifier
     from zoo.techniques.prune import Prune
-    from zoo.vision import load_image_classifier
 
     extra = Prune().build(_ctx(tmp_path, {"method": "l1-structured", "amount": 0.5}, vision_parent,
                                "image-classification", dataset=VISION_DATA, root=vision_parent.parent))

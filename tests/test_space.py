@@ -18,8 +18,9 @@ import pytest
 from huggingface_hub import SpaceCard
 from test_card import MODEL, published  # noqa: F401  (the shared, session-wide published project)
 
-from zoo import card, ids, plan, registry, space
+from zoo import ids, plan, registry, space
 from zoo.errors import ZooError
+from zoo.families import family_of
 from zoo.status import gate_passed, read_results
 from zoo.store import Store
 
@@ -110,7 +111,8 @@ def test_readme_front_matter_and_pinned_requirements(published):  # noqa: F811
     table = json.loads((folder / "table.json").read_text())
     assert [r["variant"] for r in table["rows"]] == list(loaded.model(MODEL).variants)
     examples = json.loads((folder / "examples.json").read_text())
-    test_texts = {" ".join(t.split()) for t in card.examples(loaded, MODEL, 10_000, max_chars=300)}
+    examples = family_of("text-classification").examples(loaded.model(MODEL), loaded.root, "d", 10_000)
+    test_texts = {" ".join(t.split()) for t in examples}
     assert examples and set(examples) <= test_texts
 
 

@@ -16,8 +16,10 @@ from huggingface_hub import SpaceCard
 from test_card_families import LM, VISION, published_lm, published_vision  # noqa: F401  (shared, session-wide)
 from test_space import start_app, stop_app
 
-from zoo import card, ids, plan, registry, space
-from zoo.registry.schema import Task
+from zoo import ids, plan, registry, space
+from zoo.families import FAMILIES, family_of
+from zoo.families.image_classification import family as vision_family
+from zoo.families.text_generation import family as lm_family
 from zoo.status import gate_passed, read_results
 from zoo.store import Store
 
@@ -49,13 +51,13 @@ def test_space_has_the_tasks_app_front_matter_and_pins_what_it_imports(request, 
     loaded, store = _loaded(request.getfixturevalue(fixture))
     folder = store.space(model_id)
     task = loaded.model(model_id).task
-    assert (folder / "app.py").read_bytes() == (space.TEMPLATES / space.APPS[task]).read_bytes()
+    assert (folder / "app.py").read_bytes() == space.app_file(loaded, family_of(task)).read_bytes()
     data = SpaceCard.load(folder / "README.md").data.to_dict()
     passed = [n.variant_id for n in plan.make(loaded) if gate_passed(read_results(store, n))]
     assert passed
     assert data["sdk"] == "gradio" and data["sdk_version"] == gradio.__version__ and data["app_file"] == "app.py"
     assert data["models"] == [ids.repo_id("testorg", model_id, v) for v in passed]
-    assert task.value in data["tags"]
+    assert task in data["tags"]
     pins = dict(line.split("==") for line in (folder / "requirements.txt").read_text().splitlines()
                 if line and not line.startswith("#"))
     code = [folder / "app.py", *folder.glob("efficientnet_lite.py"), *folder.glob("nf4_guard.py")]
@@ -65,7 +67,7 @@ def test_space_has_the_tasks_app_front_matter_and_pins_what_it_imports(request, 
     optional = {"peft"} if not any(s.get("adapter_subfolder") for s in specs) else set()
     assert {DISTRIBUTIONS[m] for m in imported - optional} <= set(pins), (imported, pins)
     config = json.loads((folder / "variants.json").read_text())
-    assert config["task"] == task.value and config["queue_size"] > 0 and config["concurrency"] >= 1
+    assert config["task"] == task and config["queue_size"] > 0 and config["concurrency"] >= 1
 
 
 def test_vision_space_examples_are_test_split_pngs(published_vision):  # noqa: F811
@@ -74,27 +76,27 @@ def test_vision_space_examples_are_test_split_pngs(published_vision):  # noqa: F
     loaded, store = _loaded(published_vision)
     folder = store.space(VISION)
     config = json.loads((folder / "variants.json").read_text())
-    test_images = card.example_images(loaded, VISION, 10_000)
-    assert len(config["examples"]) == space.EXAMPLES
+    test_images = vision_family.FAMILY.labelled_examples(loaded.model(VISION), loaded.root, "d", 10_000)
+    assert len(config["examples"]) == vision_family.SPACE_EXAMPLES
     assert {e["label"] for e in config["examples"]} == set(loaded.model(VISION).dataset.labels)
     for e in config["examples"]:
         png = np.asarray(Image.open(folder / e["file"]).convert("RGB"))
         assert any(lbl == e["label"] and np.array_equal(png, img) for img, lbl in test_images), e
-    assert (folder / card.VISION_MODULE).is_file()  # the fp32 and pruned variants are PyTorch-only
+    assert (folder / vision_family.VISION_MODULE).is_file()  # the fp32 and pruned variants are PyTorch-only
     runtimes = {s["variant"]: s["runtime"] for s in config["variants"]}
     assert runtimes == {"fp32": "torch", "w16a16": "onnxruntime", "int8": "onnxruntime", "qat": "onnxruntime",
                         "pruned": "torch"}
 
 
 def test_lm_space_examples_are_openings_of_held_out_passages(published_lm):  # noqa: F811
-    from zoo.lm.data import load_splits
+    from zoo.families.text_generation.data import load_splits
 
     loaded, store = _loaded(published_lm)
     examples = json.loads((store.space(LM) / "examples.json").read_text())
     test = [" ".join(t.split()) for t in load_splits(loaded.model(LM).dataset, loaded.root).test]
     assert examples and all(any(t.startswith(e) for t in test) for e in examples)
     config = json.loads((store.space(LM) / "variants.json").read_text())
-    assert config["max_new_tokens"] == space.MAX_NEW_TOKENS and config["concurrency"] == 1
+    assert config["max_new_tokens"] == lm_family.MAX_NEW_TOKENS and config["concurrency"] == 1
 
 
 def test_space_refuses_a_family_with_nothing_evaluated(tiny_vision_zoo):
@@ -133,7 +135,7 @@ def test_every_vision_variant_answers_and_agrees_with_the_zoo_loader(vision_app)
     from gradio_client import Client, handle_file
     from PIL import Image
 
-    from zoo.vision import load_image_classifier
+    from zoo.families.image_classification import load_image_classifier
 
     url, folder, reg = vision_app
     loaded, store = _loaded(reg)
@@ -151,7 +153,7 @@ def test_every_vision_variant_answers_and_agrees_with_the_zoo_loader(vision_app)
             name, _kind, runtime, top, score, ms = row
             assert runtime == spec["runtime"] and top in spec["label_names"] and 0 < score <= 1 and ms > 0
             assert out["label"] == top == loaders[name].predict(image)[0]
-            assert len(out["confidences"]) == min(space.TOP_K, len(spec["label_names"]))
+            assert len(out["confidences"]) == min(vision_family.TOP_K, len(spec["label_names"]))
 
 
 @pytest.mark.slow
@@ -164,8 +166,8 @@ def test_bad_images_are_errors_in_the_ui(vision_app, tmp_path):
     with pytest.raises(AppError, match="Upload an image"):
         client.predict(None, api_name="/classify")
     wide = tmp_path / "wide.png"
-    Image.new("RGB", (space.MAX_IMAGE_SIDE + 1, 4)).save(wide)
-    with pytest.raises(AppError, match=f"the limit is {space.MAX_IMAGE_SIDE} px"):
+    Image.new("RGB", (vision_family.MAX_IMAGE_SIDE + 1, 4)).save(wide)
+    with pytest.raises(AppError, match=f"the limit is {vision_family.MAX_IMAGE_SIDE} px"):
         client.predict(handle_file(str(wide)), api_name="/classify")
 
 
@@ -173,7 +175,7 @@ def test_bad_images_are_errors_in_the_ui(vision_app, tmp_path):
 def test_every_lm_variant_streams_its_greedy_continuation(lm_app):
     from gradio_client import Client
 
-    from zoo.lm import load_generator
+    from zoo.families.text_generation import load_generator
 
     url, folder, reg = lm_app
     loaded, store = _loaded(reg)
@@ -200,8 +202,8 @@ def test_every_lm_variant_streams_its_greedy_continuation(lm_app):
 @pytest.mark.slow
 @pytest.mark.parametrize(("prompt", "tokens", "message"), [
     ("   ", 8, "Type a prompt"),
-    ("x" * (space.PROMPT_CHARS + 1), 8, f"the limit is {space.PROMPT_CHARS}"),
-    ("the ghost", space.MAX_NEW_TOKENS + 1, "1 and 128|maximum|greater"),
+    ("x" * (lm_family.PROMPT_CHARS + 1), 8, f"the limit is {lm_family.PROMPT_CHARS}"),
+    ("the ghost", lm_family.MAX_NEW_TOKENS + 1, "1 and 128|maximum|greater"),
 ])
 def test_bad_prompts_are_errors_in_the_ui(lm_app, prompt, tokens, message):
     from gradio_client import Client
@@ -212,6 +214,7 @@ def test_bad_prompts_are_errors_in_the_ui(lm_app, prompt, tokens, message):
         client.predict(prompt, tokens, False, api_name="/generate")
 
 
-def test_every_task_has_an_app():
-    assert set(space.APPS) == set(Task)
-    assert all((space.TEMPLATES / rel).is_file() for rel in space.APPS.values())
+def test_every_family_has_an_app_or_renders_its_own_space():
+    for family in FAMILIES:
+        own = type(family).write_space is not type(family).__mro__[-2].write_space
+        assert own or (family.folder / "space" / "app.py").is_file(), family.task

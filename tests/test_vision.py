@@ -34,7 +34,7 @@ def tiny_cnn(seed: int = 0) -> nn.Sequential:
 
 
 def test_bn_fold_keeps_outputs_and_removes_every_bn():
-    from zoo.vision.bn_fold import count_bn, fold_bn
+    from zoo.families.image_classification.bn_fold import count_bn, fold_bn
 
     m = tiny_cnn()
     x = torch.randn(4, 3, 12, 12)
@@ -45,8 +45,8 @@ def test_bn_fold_keeps_outputs_and_removes_every_bn():
 
 
 def test_bn_fold_on_efficientnet_lite_keeps_outputs():
-    from zoo.vision.bn_fold import count_bn, fold_bn
-    from zoo.vision.model import EfficientNetLite
+    from zoo.families.image_classification.bn_fold import count_bn, fold_bn
+    from zoo.families.image_classification.model import EfficientNetLite
 
     m = EfficientNetLite(tiny_lite_arch()).eval()
     x = torch.randn(2, 3, 16, 16)
@@ -58,8 +58,8 @@ def test_bn_fold_on_efficientnet_lite_keeps_outputs():
 
 @pytest.mark.parametrize("relu6", ["clip", "relu"])
 def test_cle_keeps_function_and_reduces_range_spread(relu6):
-    from zoo.vision.bn_fold import fold_bn
-    from zoo.vision.cle import channel_range_spread, equalize
+    from zoo.families.image_classification.bn_fold import fold_bn
+    from zoo.families.image_classification.cle import channel_range_spread, equalize
 
     m = tiny_cnn()
     fold_bn(m)
@@ -76,8 +76,8 @@ def test_cle_keeps_function_and_reduces_range_spread(relu6):
 
 
 def test_cle_clip_is_exact_where_relu6_saturates():
-    from zoo.vision.bn_fold import fold_bn
-    from zoo.vision.cle import ChannelClip, equalize
+    from zoo.families.image_classification.bn_fold import fold_bn
+    from zoo.families.image_classification.cle import ChannelClip, equalize
 
     m = tiny_cnn()
     fold_bn(m)
@@ -90,16 +90,16 @@ def test_cle_clip_is_exact_where_relu6_saturates():
 
 def test_cle_refuses_unfolded_batch_norm():
     from zoo.errors import ZooError
-    from zoo.vision.cle import equalize
+    from zoo.families.image_classification.cle import equalize
 
     with pytest.raises(ZooError, match="bn_fold"):
         equalize(tiny_cnn())
 
 
 def test_qat_step_runs_and_onnx_int8_export_agrees(tmp_path):
-    from zoo.vision import export, qat
-    from zoo.vision.bn_fold import fold_bn
-    from zoo.vision.model import EfficientNetLite
+    from zoo.families.image_classification import export, qat
+    from zoo.families.image_classification.bn_fold import fold_bn
+    from zoo.families.image_classification.model import EfficientNetLite
 
     torch.manual_seed(0)
     m = EfficientNetLite(tiny_lite_arch()).eval()
@@ -126,8 +126,8 @@ def test_qat_step_runs_and_onnx_int8_export_agrees(tmp_path):
 
 
 def _calibrated_int8(tmp_path: Path, activations: str) -> np.ndarray:
-    from zoo.vision import export
-    from zoo.vision.bn_fold import fold_bn
+    from zoo.families.image_classification import export
+    from zoo.families.image_classification.bn_fold import fold_bn
 
     m = tiny_cnn()
     fold_bn(m)
@@ -142,7 +142,7 @@ def _calibrated_int8(tmp_path: Path, activations: str) -> np.ndarray:
 
 
 def test_ptq_w8a8_and_w8a16_run_and_w8a16_is_closer(tmp_path):
-    from zoo.vision import export
+    from zoo.families.image_classification import export
 
     x = torch.rand(64, 3, 12, 12, generator=torch.Generator().manual_seed(2)).numpy()
     reference = export.run(export.session(export.export_onnx(_folded(), 12, tmp_path / "ref.onnx")), x)
@@ -155,7 +155,7 @@ def test_ptq_w8a8_and_w8a16_run_and_w8a16_is_closer(tmp_path):
 
 
 def _folded() -> nn.Module:
-    from zoo.vision.bn_fold import fold_bn
+    from zoo.families.image_classification.bn_fold import fold_bn
 
     m = tiny_cnn()
     fold_bn(m)
@@ -168,7 +168,7 @@ def _folded() -> nn.Module:
 @pytest.fixture(scope="module")
 def vision_project(tmp_path_factory) -> dict:
     """A tiny fp32 torch-image parent and an .npz image set (two classes: bright squares vs dark squares)."""
-    from zoo.vision.model import EfficientNetLite, save_torch, write_config
+    from zoo.families.image_classification.model import EfficientNetLite, save_torch, write_config
 
     root = tmp_path_factory.mktemp("vision")
     rng = np.random.default_rng(0)
@@ -204,8 +204,8 @@ def _ctx(project: dict, technique, params: dict, parent: Path, out: Path, kind: 
 
 
 def test_vision_techniques_build_loadable_artifacts(vision_project, tmp_path):
-    from zoo.techniques.vision import VisionFinetune, VisionHalf, VisionPtq, VisionQat
-    from zoo.vision import load_image_classifier
+    from zoo.families.image_classification import load_image_classifier
+    from zoo.families.image_classification.techniques import VisionFinetune, VisionHalf, VisionPtq, VisionQat
 
     images = np.load(vision_project["root"] / "shapes.npz")["images"][:8]
     ft = VisionFinetune()
@@ -239,8 +239,8 @@ def test_exclude_keeps_named_layers_in_float_and_rejects_unknown_names(tmp_path)
     import onnx
 
     from zoo.errors import ZooError
-    from zoo.vision import export
-    from zoo.vision.model import EfficientNetLite
+    from zoo.families.image_classification import export
+    from zoo.families.image_classification.model import EfficientNetLite
 
     m = EfficientNetLite(tiny_lite_arch()).eval()
     graph = onnx.load(str(export.export_onnx(m, 16, tmp_path / "m.onnx"))).graph
@@ -251,8 +251,8 @@ def test_exclude_keeps_named_layers_in_float_and_rejects_unknown_names(tmp_path)
 
 
 def test_simplify_keeps_unfolded_batch_norm_only_when_asked(tmp_path):
-    from zoo.vision import export
-    from zoo.vision.bn_fold import unfold_bn
+    from zoo.families.image_classification import export
+    from zoo.families.image_classification.bn_fold import unfold_bn
 
     m = tiny_cnn()
     unfold_bn(m)
@@ -263,7 +263,7 @@ def test_simplify_keeps_unfolded_batch_norm_only_when_asked(tmp_path):
 
 
 def test_recalibrate_bn_matches_the_data_statistics():
-    from zoo.vision.train import recalibrate_bn
+    from zoo.families.image_classification.train import recalibrate_bn
 
     conv, bn = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
     m = nn.Sequential(conv, bn).eval()
@@ -278,15 +278,15 @@ def test_recalibrate_bn_matches_the_data_statistics():
 def test_ptq_params_refuse_cle_without_fold():
     from pydantic import ValidationError
 
-    from zoo.techniques.vision import PtqParams
+    from zoo.families.image_classification.techniques import PtqParams
 
     with pytest.raises(ValidationError, match="bn_fold"):
         PtqParams(cle=True, bn_fold=False)
 
 
 def test_image_splits_are_deterministic_and_disjoint(vision_project):
+    from zoo.families.image_classification.data import load_image_splits
     from zoo.registry.schema import Dataset
-    from zoo.vision.data import load_image_splits
 
     ds = Dataset(source="file:shapes.npz", split={"train": 80, "test": 40, "calibration": 16, "seed": 3})
     a = load_image_splits(ds, vision_project["root"], "d")

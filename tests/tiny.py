@@ -107,3 +107,44 @@ def rerecord_provenance(artifact: Path) -> None:
     prov["files"] = {p.relative_to(artifact).as_posix(): sha256_file(p) for p in sorted(artifact.rglob("*"))
                      if p.is_file() and p.name != "provenance.json"}
     prov_path.write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
+
+
+TINY_FAMILY = Path(__file__).resolve().parent / "families" / "tiny_tabular"
+TINY_FAMILY_RECIPES = {
+    "tabular-fit": "technique: tabular-fit\nepochs: 300\nlr: 0.05\n",
+    "tabular-half": "technique: tabular-half\n",
+}
+
+
+def tiny_family_registry(folder: str) -> str:
+    """A registry whose one model is of the plugin family in ``folder`` (a copy of :data:`TINY_FAMILY` beside it)."""
+    import hashlib
+
+    sha = hashlib.sha256((TINY_FAMILY / "iris.csv").read_bytes()).hexdigest()
+    return f"""\
+families: [{folder}]
+org: testorg
+targets:
+  cpu: {{device: cpu, arch: x86_64, runtime: torch, dtypes: [fp32, fp16]}}
+models:
+  iris-mlp:
+    task: tabular-classification
+    license: cc-by-4.0
+    description: Fisher's iris measurements classified by a two-layer MLP.
+    base: {{source: "file:{folder}/base.json"}}
+    dataset:
+      source: "file:{folder}/iris.csv"
+      sha256: {sha}
+      label: species
+      labels: [setosa, versicolor, virginica]
+      license: cc-by-4.0
+      split: {{train: 90, test: 60, calibration: 8, seed: 0}}
+    evaluation:
+      metrics: [accuracy, f1]
+      batch_size: 4
+      repeats: 3
+      gate: {{min_ratio: 0.9, of: parent}}
+    variants:
+      fp32: {{kind: fp32, from: base, recipe: tabular-fit, target: cpu}}
+      w16a16: {{kind: w16a16, from: fp32, recipe: tabular-half, target: cpu}}
+"""

@@ -22,7 +22,7 @@ DIGITS = ["0", "1", "7"]  # the classes of the MNIST-like set, drawn as a ring, 
 
 def tiny_lite_arch(num_classes: int = 3) -> dict:
     """An EfficientNet-Lite-style architecture small enough to train in a second (two stages, 8/12 channels)."""
-    from zoo.vision.model import lite0_arch
+    from zoo.families.image_classification.model import lite0_arch
 
     return lite0_arch(num_classes, stages=[(1, 3, 1, 1, 8), (2, 3, 2, 4, 12)], stem=8, head=32)
 
@@ -32,7 +32,7 @@ def make_tiny_lite_base(path: Path, num_classes: int = 10, seed: int = 0) -> Pat
     weights: its head has ``num_classes`` outputs, so fine-tuning replaces it as it does the 1000-class one."""
     import torch
 
-    from zoo.vision.model import LITE_MEAN, LITE_STD, EfficientNetLite, save_torch, write_config
+    from zoo.families.image_classification.model import LITE_MEAN, LITE_STD, EfficientNetLite, save_torch, write_config
 
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)

@@ -1,6 +1,6 @@
 """Load a model's declared dataset and split it deterministically into train, test and calibration rows.
 
-:func:`load_splits` serves every task through its handler (``zoo.tasks``); the labelled-table reader and the
+:func:`load_splits` serves every task through its family (``zoo/families``); the labelled-table reader and the
 :class:`Split` / :class:`Splits` types below are text classification's.
 """
 
@@ -97,17 +97,18 @@ def load_splits(model: Model, root: Path, field: str = "dataset") -> Any:
     """Read the dataset of ``model`` and split it with its seed, in the form its task needs.
 
     Text classification gives :class:`Splits` (below); image classification
-    :class:`zoo.vision.data.ImageSplits`; text generation :class:`zoo.lm.data.TextSplits`. Each is read once per
-    process and dataset entry. The loader is the task handler's (``zoo.tasks.TASKS``).
+    :class:`~zoo.families.image_classification.data.ImageSplits`;
+    text generation :class:`~zoo.families.text_generation.data.TextSplits`. Each is read once per
+    process and dataset entry. The loader is the task family's.
 
     Raises:
         ZooError: the source cannot be had or read, a column is missing, or there are too few rows for the split.
     """
-    from zoo.tasks import handler
+    from zoo.families import family_of
 
-    key = (model.task.value, model.dataset.model_dump_json(), str(root))
+    key = (model.task, model.dataset.model_dump_json(), str(root))
     if key not in _CACHE:
-        _CACHE[key] = handler(model.task).load_splits(model, root, field)
+        _CACHE[key] = family_of(model.task).load_splits(model, root, field)
     return _CACHE[key]
 
 

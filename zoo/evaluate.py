@@ -1,6 +1,6 @@
 """Evaluate built variants: task metrics on the test split, the accuracy gate, and performance on this machine.
 
-What the metrics and the timed inputs are depends on the model's task and comes from its handler in ``zoo.tasks``
+What the metrics and the timed inputs are depends on the model's task and comes from its family in ``zoo/families``
 (accuracy / macro-F1 for text, top-1 for images, perplexity and next-word exact match for causal LMs); the gate, the
 results.json layout, the machine fingerprint and the fresh process per performance run are the same for every task.
 A lower-is-better gate metric (perplexity) is compared as reference / value, so a ratio below 1 is always worse.
@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import zoo
-from zoo import machine, metrics, perf, tasks, verify
+from zoo import machine, metrics, perf, verify
 from zoo import progress as progress_mod
+from zoo.families import family_of
 from zoo.plan import Node, digest, make
 from zoo.registry import Loaded
 from zoo.registry.schema import Device, Model
@@ -93,13 +94,13 @@ def _time_family(loaded: Loaded, store: Store, model_id: str, family: list[Node]
     """
     model = loaded.model(model_id)
     ev = model.evaluation
-    handler = tasks.handler(model.task)
+    gpu = family_of(model.task).gpu
     fp = machine.fingerprint()
     items = []
     for node in family:
         target = loaded.registry.targets[node.target]
-        device = "cuda" if target.device == Device.gpu and fp["gpu"] and handler.gpu else "cpu"
-        items.append(perf.Item(node.key, store.artifact(node.hash), model.task.value, device))
+        device = "cuda" if target.device == Device.gpu and fp["gpu"] and gpu else "cpu"
+        items.append(perf.Item(node.key, store.artifact(node.hash), model.task, device))
     log(f"{model_id}: timing {len(items)} variants interleaved, {perf.ROUNDS} rounds, a fresh process each")
     session = datetime.now(UTC).isoformat(timespec="seconds")
     measured = perf.measure_family(items, ev.batch_size, ev.seq_len, ev.repeats, log=log)
@@ -132,10 +133,11 @@ def eval_hash(loaded: Loaded, node: Node, ref: str | None, ref_results: dict | N
 def eval_rows(model: Model, loaded: Loaded, model_id: str) -> Any:
     """The declared test split, capped at ``evaluation.samples`` rows chosen with ``evaluation.seed``.
 
-    Its type is the task's: a :class:`zoo.data.Split` of texts, a :class:`zoo.vision.data.ImageSplit`, or the
-    held-out chunks of a causal-LM text (:class:`zoo.tasks.text_generation.TextRows`).
+    Its type is the task's: a :class:`zoo.data.Split` of texts, an
+    :class:`~zoo.families.image_classification.data.ImageSplit`, or the
+    held-out chunks of a causal-LM text (:class:`zoo.families.text_generation.family.TextRows`).
     """
-    return tasks.handler(model.task).test_rows(model, loaded.root, f"models.{model_id}.dataset")
+    return family_of(model.task).test_rows(model, loaded.root, f"models.{model_id}.dataset")
 
 
 def _reference(model: Model, node: Node) -> str | None:
@@ -174,26 +176,26 @@ def _evaluate_one(loaded: Loaded, store: Store, node: Node, ref: str | None, ref
                   log) -> dict[str, Any]:
     """Task metrics, their intervals and the gate; results.json is written without perf (timed per family)."""
     model = loaded.model(node.model_id)
-    handler = tasks.handler(model.task)
+    family = family_of(model.task)
     ev = model.evaluation
     target = loaded.registry.targets[node.target]
     fp = machine.fingerprint()
-    device = "cuda" if target.device == Device.gpu and fp["gpu"] and handler.gpu else "cpu"
+    device = "cuda" if target.device == Device.gpu and fp["gpu"] and family.gpu else "cpu"
     field = f"models.{node.model_id}.dataset"
     artifact = store.artifact(node.hash)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
 
-    rows = handler.test_rows(model, loaded.root, field)
+    rows = family.test_rows(model, loaded.root, field)
     log(f"evaluating {node.key} ({model.task}) on {len(rows)} test rows ({device})")
-    scores = handler.evaluate(artifact, model, loaded.root, field, device, node.key)
+    scores = family.evaluate(artifact, model, loaded.root, field, device, node.key)
     eval_seconds = time.perf_counter() - t0
     intervals = _intervals(scores, ev.seed)
     results = {
         "model": node.model_id,
         "variant": node.variant_id,
         "kind": node.kind,
-        "task": model.task.value,
+        "task": model.task,
         "target": node.target,
         "hash": node.hash,
         "eval_hash": eh,
@@ -212,7 +214,7 @@ def _evaluate_one(loaded: Loaded, store: Store, node: Node, ref: str | None, ref
         "eval_seconds": round(eval_seconds, 2),
     }
     gate = results["gate"]
-    if "ratio" in gate and (checks := handler.gate_checks(model, scores, ref_results or {})):
+    if "ratio" in gate and (checks := family.gate_checks(model, scores, ref_results or {})):
         gate["checks"] = checks
         if not all(c["passed"] for c in checks) and gate["passed"]:
             gate["passed"], gate["verdict"] = False, "failed checks"
@@ -258,7 +260,7 @@ def _gate(model: Model, node: Node, ref: str | None, ref_results: dict | None, s
         why = "built from base: no parent variant to compare with" if gate.of == "parent" else \
             f"{node.variant_id} is the gate's reference"
         return {"passed": True, "reason": why}
-    metric = (gate.metric or model.evaluation.metrics[0]).value
+    metric = model.evaluation.primary
     if ref_results is None or metric not in ref_results.get("metrics", {}):
         # fail closed: a variant whose reference has no result cannot show it kept the reference's quality
         return {"metric": metric, "of": ref, "passed": False, "min_ratio": gate.min_ratio,

@@ -1,38 +1,22 @@
-"""Artifact formats: which task each serves, and the text-classifier loader behind one small API.
+"""What every artifact format shares: provenance, the format and task of a folder, thread settings, ONNX sizes.
 
-``load_classifier(dir)`` reads the artifact's ``provenance.json`` ("format", "dtype") and returns a
-:class:`Classifier` whose ``logits(texts, max_length)`` gives a numpy array, so callers never branch on runtimes.
-A folder without provenance (a pulled repo's ``onnx/`` subfolder, a torch.onnx export) is recognised by its files.
-Image classifiers load with :func:`zoo.vision.load_image_classifier` and causal LMs with
-:func:`zoo.lm.load_generator`; :func:`task_of` says which family an artifact folder belongs to.
+Each format's loader lives in the family that owns it (``Family.formats``); :func:`task_of` says which family an
+artifact folder belongs to.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from zoo.errors import ZooError, one_line
-from zoo.nf4_guard import guard_cpu_kernel
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-# every artifact format a technique writes, and the task (registry ``task:``) whose loader reads it
-FORMAT_TASKS = {
-    "transformers": "text-classification",
-    "onnx": "text-classification",
-    "torch-image": "image-classification",
-    "onnx-image": "image-classification",
-    "transformers-causal-lm": "text-generation",
-    "onnx-genai": "text-generation",
-    "onnx-detector": "object-detection",
-}
-
-
+FALLBACK_TASK = "text-classification"  # what a folder without provenance or a recognised config is taken for
 MAX_THREADS = 1024  # above it torch and ONNX Runtime refuse or overflow; no machine here has more cores
 
 
@@ -62,23 +46,18 @@ def detect_format(artifact_dir: Path) -> str:
 
 
 def task_of(artifact_dir: Path) -> str:
-    """The task an artifact folder serves: from provenance's format, else from what its config.json holds.
+    """The task an artifact folder serves: the family owning its provenance's format, else the family that
+    recognises its config.json (a pulled repo has no provenance); a folder none claims is taken for a text
+    classifier, whose loader reports a folder that is not one."""
+    from zoo.families import FAMILIES
 
-    A vision config.json carries "architecture" (and "format"); a causal LM's names a ``*ForCausalLM`` class.
-    Anything else is taken for a text classifier, whose loader reports a folder that is not one.
-    """
-    fmt = read_provenance(artifact_dir).get("format")
-    if fmt in FORMAT_TASKS:
-        return FORMAT_TASKS[fmt]
     config_path = artifact_dir / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    if config.get("format") in FORMAT_TASKS:
-        return FORMAT_TASKS[config["format"]]
-    if "architecture" in config:
-        return "image-classification"
-    if any(str(a).endswith("ForCausalLM") for a in config.get("architectures") or []):
-        return "text-generation"
-    return "text-classification"
+    for fmt in (read_provenance(artifact_dir).get("format"), config.get("format")):
+        if fmt and (owner := FAMILIES.owner_of(str(fmt))) is not None:
+            return owner.task
+    found = next((f.task for f in FAMILIES if f.recognises(config)), None)
+    return found or FALLBACK_TASK
 
 
 def onnx_params(path: Path) -> int:
@@ -87,162 +66,6 @@ def onnx_params(path: Path) -> int:
 
     graph = onnx.load(str(path), load_external_data=False).graph
     return sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) > 0)
-
-
-class Classifier:
-    """A loaded sequence classifier. Subclasses set ``runtime`` and implement :meth:`_forward`."""
-
-    runtime: str = ""
-
-    def __init__(self, artifact_dir: Path, tokenizer: Any, label_names: list[str] | None, dtype: str, device: str):
-        self.artifact_dir = artifact_dir
-        self.tokenizer = tokenizer
-        self.label_names = label_names
-        self.dtype = dtype
-        self.device = device
-
-    def encode(self, texts: Sequence[str], max_length: int, pad_to_max: bool = False) -> dict[str, Any]:
-        """Tokenize to torch tensors: truncated to ``max_length``, padded to the longest row or to ``max_length``."""
-        return dict(self.tokenizer(list(texts), truncation=True, max_length=max_length,
-                                   padding="max_length" if pad_to_max else True, return_tensors="pt"))
-
-    def logits(self, texts: Sequence[str], max_length: int, pad_to_max: bool = False) -> np.ndarray:
-        """Float32 logits of shape (len(texts), classes) for one batch of texts."""
-        return self.forward(self.encode(texts, max_length, pad_to_max))
-
-    def forward(self, batch: dict[str, Any]) -> np.ndarray:
-        """Logits for an already encoded batch (what latency measurements time)."""
-        return self._forward(batch)
-
-    def predict(self, texts: Sequence[str], max_length: int, batch_size: int = 32) -> np.ndarray:
-        """Logits for any number of texts, batched; rows are sorted by length so batches carry little padding."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out: list[np.ndarray] = []
-        for start in range(0, len(order), batch_size):
-            out.append(self.logits([texts[i] for i in order[start:start + batch_size]], max_length))
-        if not out:
-            return np.zeros((0, len(self.label_names or [])), dtype=np.float32)
-        logits = np.concatenate(out)
-        result = np.empty_like(logits)
-        result[order] = logits
-        return result
-
-    def params_count(self) -> int:
-        raise NotImplementedError
-
-    def _forward(self, batch: dict[str, Any]) -> np.ndarray:
-        raise NotImplementedError
-
-
-class TorchClassifier(Classifier):
-    runtime = "torch"
-
-    def __init__(self, artifact_dir: Path, tokenizer: Any, model: Any, dtype: str, device: str):
-        labels = _labels(model.config)
-        super().__init__(artifact_dir, tokenizer, labels, dtype, device)
-        self.model = model
-
-    def _forward(self, batch: dict[str, Any]) -> np.ndarray:
-        import torch
-
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        with torch.inference_mode():
-            logits = self.model(**batch).logits
-        if self.device != "cpu":
-            torch.cuda.synchronize()
-        return logits.float().cpu().numpy()
-
-    def params_count(self) -> int:
-        from_prov = read_provenance(self.artifact_dir).get("params_count")
-        if from_prov:
-            return int(from_prov)
-        # a bitsandbytes 4-bit weight packs two values per stored element
-        return sum(p.numel() * (2 if p.__class__.__name__ == "Params4bit" else 1) for p in self.model.parameters())
-
-
-class OnnxClassifier(Classifier):
-    runtime = "onnxruntime"
-
-    def __init__(self, artifact_dir: Path, tokenizer: Any, session: Any, config: Any, dtype: str, device: str):
-        super().__init__(artifact_dir, tokenizer, _labels(config), dtype, device)
-        self.session = session
-        self.input_names = {i.name for i in session.get_inputs()}
-
-    def _forward(self, batch: dict[str, Any]) -> np.ndarray:
-        feed = {k: np.asarray(v, dtype=np.int64) for k, v in batch.items() if k in self.input_names}
-        return np.asarray(self.session.run(None, feed)[0], dtype=np.float32)
-
-    def params_count(self) -> int:
-        from_prov = read_provenance(self.artifact_dir).get("params_count")
-        if from_prov:
-            return int(from_prov)
-        return onnx_params(self.artifact_dir / "model.onnx")
-
-
-def load_classifier(artifact_dir: Path, device: str = "cpu") -> Classifier:
-    """Load a classifier artifact for inference.
-
-    Args:
-        artifact_dir: a built artifact (or a folder laid out like one: config.json + tokenizer + weights).
-        device: "cpu" or "cuda".
-
-    Returns:
-        A :class:`Classifier`; ``runtime`` is "torch" or "onnxruntime", ``dtype`` the stored weight type.
-
-    Raises:
-        ZooError: unknown format, or the folder does not load (the message names the folder and the cause).
-    """
-    artifact_dir = Path(artifact_dir)
-    if not (artifact_dir / "config.json").is_file():
-        raise ZooError(f"{artifact_dir}: no config.json: this is not a built artifact (run `zoo build` first)")
-    prov = read_provenance(artifact_dir)
-    fmt = detect_format(artifact_dir)
-    dtype = prov.get("dtype") or _config_dtype(artifact_dir)
-    set_threads()
-    try:
-        if fmt == "transformers":
-            return _load_torch(artifact_dir, dtype, device)
-        if fmt == "onnx":
-            return _load_onnx(artifact_dir, dtype, device)
-    except (OSError, ValueError, RuntimeError, ImportError) as e:
-        raise ZooError(f"{artifact_dir}: cannot load the {fmt} artifact: {str(e).splitlines()[0]}") from e
-    raise ZooError(f"{artifact_dir / 'provenance.json'}: format '{fmt}' is unknown: expected transformers or onnx")
-
-
-def _load_torch(artifact_dir: Path, dtype: str, device: str) -> TorchClassifier:
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    config = json.loads((artifact_dir / "config.json").read_text())
-    kwargs: dict[str, Any] = {}
-    if config.get("quantization_config"):
-        # bitsandbytes places the weights itself; the saved config says how they were quantized
-        kwargs["device_map"] = {"": device if device == "cpu" else 0}
-    elif dtype in TORCH_DTYPES:
-        kwargs["dtype"] = getattr(torch, TORCH_DTYPES[dtype])
-    model = AutoModelForSequenceClassification.from_pretrained(artifact_dir, **kwargs)
-    if "device_map" not in kwargs:
-        model.to(device)
-    else:
-        guard_cpu_kernel(model)
-    model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
-    return TorchClassifier(artifact_dir, tokenizer, model, dtype, device)
-
-
-def _load_onnx(artifact_dir: Path, dtype: str, device: str) -> OnnxClassifier:
-    import onnxruntime as ort
-    from transformers import AutoConfig, AutoTokenizer
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads()
-    options.log_severity_level = 3
-    provider = "CUDAExecutionProvider" if device != "cpu" else "CPUExecutionProvider"
-    if provider not in ort.get_available_providers():
-        raise ZooError(f"{artifact_dir}: onnxruntime here has no {provider}: install onnxruntime-gpu or use the CPU")
-    session = ort.InferenceSession(str(artifact_dir / "model.onnx"), options, providers=[provider])
-    tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
-    return OnnxClassifier(artifact_dir, tokenizer, session, AutoConfig.from_pretrained(artifact_dir), dtype, device)
 
 
 def set_threads() -> None:
@@ -254,14 +77,3 @@ def set_threads() -> None:
         torch.set_num_threads(n)
 
 
-def _config_dtype(artifact_dir: Path) -> str:
-    config = json.loads((artifact_dir / "config.json").read_text())
-    if config.get("quantization_config", {}).get("load_in_4bit"):
-        return "nf4"
-    raw = str(config.get("torch_dtype") or config.get("dtype") or "float32")
-    return {"float16": "fp16", "bfloat16": "bf16"}.get(raw, "fp32")
-
-
-def _labels(config: Any) -> list[str] | None:
-    id2label = getattr(config, "id2label", None) or {}
-    return [id2label[i] for i in sorted(id2label)] if id2label else None

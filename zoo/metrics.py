@@ -44,6 +44,12 @@ METRICS: dict[str, MetricSpec] = {m.name: m for m in (
     MetricSpec("map", True, False, "COCO mAP@0.5:0.95 over the test images (pycocotools)"),
     MetricSpec("map50", True, False, "COCO mAP@0.5 over the test images (pycocotools)"),
 )}
+# How cards name a metric (registry metrics, and the generation metrics a family records beside them)
+LABELS = {"top1": "top-1 accuracy", "perplexity": "perplexity, lower is better",
+          "exact_match": "next-word accuracy (cloze)",
+          "repeated_ngram_rate": "repeated word-trigram rate of greedy continuations, lower is better",
+          "distinct_2": "distinct-2 of greedy continuations",
+          "rouge_l": "ROUGE-L of greedy continuations against the held-out text"}
 LOWER_IS_BETTER = frozenset(n for n, m in METRICS.items() if not m.higher_is_better)
 CLASSIFICATION = frozenset(n for n, m in METRICS.items() if m.per_row)
 

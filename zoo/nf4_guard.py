@@ -7,6 +7,11 @@ kernel, which computes the same NF4 product.
 """
 
 
+def unpackable(in_features: int, out_features: int, block: int = 64) -> bool:
+    """Whether the packed CPU kernel fails on a 4-bit linear layer of this shape."""
+    return bool(in_features % block or out_features % 32)
+
+
 def guard_cpu_kernel(model) -> int:
     """Keep bitsandbytes' packed AVX512-BF16 CPU kernel off the 4-bit layers it cannot pack; returns their count."""
     guarded = 0
@@ -15,7 +20,7 @@ def guard_cpu_kernel(model) -> int:
         if state is None or not hasattr(module, "support_avx512bf16_for_cpu"):
             continue
         out_features, in_features = state.shape[0], state.shape[-1]
-        if in_features % (state.blocksize or 64) or out_features % 32:
+        if unpackable(in_features, out_features, state.blocksize or 64):
             module.support_avx512bf16_for_cpu = False
             guarded += 1
     return guarded

@@ -11,7 +11,7 @@ if it was, never published as a clean figure.
 
 ``measure()`` runs ``python -m zoo.perf ARTIFACT_DIR --task T --batch N --seq-len L --repeats R`` and reads the
 JSON it prints: size on disk, parameters, latency p50/p95 at batch 1 and batch N, throughput, and peak resident
-memory. What one timed call does comes from the task's handler (``zoo.tasks``) and is recorded as "timed": token
+memory. What one timed call does comes from the task's family (``zoo/families``) and is recorded as "timed": token
 ids padded to the declared sequence length (text classification), a forward pass over that many tokens (text
 generation), or images at the artifact's input size (image classification). Each batch size gets warm-up runs
 first; a slow runtime (fp16 on a CPU) stops after ``--budget-s`` seconds per batch size with at least 3 timed runs,
@@ -45,7 +45,7 @@ def measure(artifact_dir: Path, batch: int, seq_len: int, repeats: int, device: 
     """Measure ``artifact_dir`` in a child process and return its figures.
 
     Args:
-        task: the registry task whose handler loads and times the artifact; None: recognised from its files.
+        task: the registry task whose family loads and times the artifact; None: recognised from its files.
 
     Raises:
         ZooError: the child failed or timed out; the message carries the last line of its stderr.
@@ -277,13 +277,14 @@ def run(artifact_dir: Path, batch: int, seq_len: int, repeats: int, device: str,
         raise ZooError(f"{artifact_dir}: no config.json: not a built artifact")
     import torch  # noqa: F401  (imported before the baseline so its memory is not counted as the model's)
 
-    from zoo import formats, tasks
+    from zoo import formats
+    from zoo.families import family_of
 
     task = task or formats.task_of(artifact_dir)
-    handler = tasks.handler(task)
+    family = family_of(task)
     baseline = _rss_mb()
     t0 = time.perf_counter()
-    model = handler.perf_model(artifact_dir, device, seq_len)
+    model = family.perf_model(artifact_dir, device, seq_len)
     load_s = time.perf_counter() - t0
     warmup = max(2, repeats // 10)
     latency = {}
@@ -308,14 +309,14 @@ def run(artifact_dir: Path, batch: int, seq_len: int, repeats: int, device: str,
         "load_seconds": round(load_s, 3),
         "runtime": model.runtime,
         "dtype": model.dtype,
-        "device": device if handler.gpu else "cpu",
+        "device": device if family.gpu else "cpu",
         "threads": formats.threads(),
         # other processes competing for the cores slow every figure above: others_cores (per batch size) counts
         # them while timing; the load average is the machine's, this process included
         "others_cores": max(v["others_cores"] for v in latency.values()),
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
-    if device != "cpu" and handler.gpu:
+    if device != "cpu" and family.gpu:
         import torch
 
         out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

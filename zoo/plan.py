@@ -90,57 +90,72 @@ def make(loaded: Loaded) -> list[Node]:
 
 
 def technique_code_hash(technique) -> str:
-    """Hash of the technique's module and of the shared ``techniques/_*.py`` helpers it imports (transitively):
-    changed code rebuilds the variants it makes, and only those."""
+    """Hash of the technique's module and of every project module it imports, directly or not (see
+    :func:`import_closure`): changed code rebuilds the variants it makes, and only those."""
     import inspect
 
-    module = Path(inspect.getfile(type(technique)))
-    package = module.parent.parent  # zoo/
-    files, todo = [], [module]
-    while todo:
-        f = todo.pop()
-        if f in files or not f.is_file():
-            continue
-        files.append(f)
-        source = f.read_text()
-        todo += [module.parent / f"{name}.py" for name in _helper_imports(source)]
-        todo += _family_modules(package, source)
     h = hashlib.sha256()
-    for f in sorted(files):
+    for f in sorted(import_closure(Path(inspect.getfile(type(technique)))), key=str):
         h.update(f.read_bytes())
     return h.hexdigest()
 
 
-def _family_modules(package: Path, source: str) -> list[Path]:
-    """The family-package modules (``zoo/vision/*.py``, ``zoo/lm/*.py``) that ``source`` imports, by name.
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the folder holding the zoo package
+# Modules that choose, order, log or store what runs but compute nothing an artifact holds: the closure stops there.
+# (The registry entry and the recipe are hashed as data; without this stop every technique would hash the whole zoo.)
+HASH_BOUNDARY = frozenset({"zoo/plan.py", "zoo/status.py", "zoo/store.py", "zoo/progress.py", "zoo/registry",
+                           "zoo/families/__init__.py", "zoo/techniques/__init__.py", "zoo/techniques/registry.py"})
 
-    Only what a build imports counts (followed transitively by the caller), so evaluation-only code in a family
-    package (e.g. ``zoo/lm/quality.py``) does not rebuild artifacts. An import the pattern cannot read (a
-    parenthesised list) counts the whole package.
+
+def import_closure(start: Path) -> set[Path]:
+    """``start`` and every project module it imports, transitively, read with the AST: imports inside functions
+    count, relative imports resolve in the module's own folder (plugin families), and third-party modules do not
+    count (their versions are hashed separately). ``from package import name`` counts the package's
+    ``__init__.py`` only when ``name`` is not a module of its own.
     """
-    import re
+    import ast
 
-    out: list[Path] = []
-    for family, sub, names in re.findall(r"(?:from|import) zoo\.(vision|lm)(?:\.(\w+))?(?: import ([^\n]+))?", source):
-        folder = package / family
-        if sub:
-            out.append(folder / f"{sub}.py")
+    seen: set[Path] = set()
+    todo = [start.resolve()]
+    while todo:
+        f = todo.pop()
+        if f in seen:
             continue
-        listed = [n.split(" as ")[0].strip() for n in (names or "").split(",")]
-        if not all(n.isidentifier() for n in listed):
-            out += sorted(folder.glob("*.py"))
-            continue
-        out += [folder / f"{n}.py" if (folder / f"{n}.py").is_file() else folder / "__init__.py" for n in listed]
-    return out
+        seen.add(f)
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.Import):
+                todo += [m for a in node.names if (m := _module_file(a.name, 0, f)) is not None]
+            elif isinstance(node, ast.ImportFrom):
+                subs = [_module_file(f"{node.module or ''}.{a.name}".lstrip("."), node.level, f) for a in node.names]
+                todo += [m for m in subs if m is not None]
+                if None in subs and (base := _module_file(node.module or "", node.level, f)) is not None:
+                    todo.append(base)
+    return seen
 
 
-def _helper_imports(source: str) -> set[str]:
-    import re
+def _module_file(name: str, level: int, importer: Path) -> Path | None:
+    """The file of project module ``name`` (relative ``level`` dots from ``importer``), or None if it is not one."""
+    if level:
+        folder = importer.parent
+        for _ in range(level - 1):
+            folder = folder.parent
+    elif name == "zoo" or name.startswith("zoo."):
+        folder = PACKAGE_ROOT
+    else:
+        return None
+    path = folder.joinpath(*name.split(".")) if name else folder
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return None if _at_boundary(candidate.resolve()) else candidate.resolve()
+    return None
 
-    names = set(re.findall(r"from zoo\.techniques\.(_\w+) import", source))
-    for group in re.findall(r"from zoo\.techniques import ([\w, ]+)", source):
-        names |= {n.strip() for n in group.split(",") if n.strip().startswith("_")}
-    return names
+
+def _at_boundary(path: Path) -> bool:
+    try:
+        rel = path.relative_to(PACKAGE_ROOT).as_posix()
+    except ValueError:
+        return False
+    return any(rel == b or rel.startswith(b + "/") for b in HASH_BOUNDARY)
 
 
 def _order(variants: dict) -> list[str]:

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from zoo import metrics, plan
+from zoo.families import family_of
 from zoo.registry import Loaded
 from zoo.status import gate_passed, read_results
 from zoo.store import Store, atomic_write, write_json
@@ -64,7 +65,7 @@ def report(loaded: Loaded, store: Store, model_ids: list[str], as_json: bool, co
 def family_table(loaded: Loaded, store: Store, model_id: str, nodes: list[plan.Node]) -> dict[str, Any]:
     """Rows for every variant of one model, with ratios and speed-ups against its fp32 variant."""
     model = loaded.model(model_id)
-    primary = ((model.evaluation.gate.metric if model.evaluation.gate else None) or model.evaluation.metrics[0]).value
+    primary = model.evaluation.primary
     results = {n.variant_id: read_results(store, n) for n in nodes}
     ref_id = next((n.variant_id for n in nodes if n.kind == "fp32"), None)
     ref = results.get(ref_id) if ref_id else None
@@ -72,27 +73,19 @@ def family_table(loaded: Loaded, store: Store, model_id: str, nodes: list[plan.N
     _mark_pareto(rows, primary)
     return {
         "model": model_id,
-        "task": model.task.value,
+        "task": model.task,
         "primary_metric": primary,
         "lower_is_better": primary in metrics.LOWER_IS_BETTER,
-        "metrics": [m.value for m in model.evaluation.metrics],
+        "metrics": list(model.evaluation.metrics),
         "reference": ref_id,
         "batch_size": model.evaluation.batch_size,
         "seq_len": model.evaluation.seq_len,
-        "input": _input(model.task.value, model.evaluation.seq_len, [r for r in results.values() if r]),
+        "input": family_of(model.task).perf_input(model.evaluation.seq_len, [r for r in results.values() if r]),
         "measured_on": sorted({r["measured_on"] for r in rows if r.get("measured_on")}),
         "threads": sorted({r["threads"] for r in rows if r.get("threads")}),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "rows": rows,
     }
-
-
-def _input(task: str, seq_len: int, results: list[dict]) -> str:
-    """What one latency sample's input is, in a few words: "seq 128" or "64 px images"."""
-    if task != "image-classification":
-        return f"seq {seq_len}"
-    sizes = sorted({(r.get("perf") or {}).get("image_size") for r in results} - {None})
-    return f"{'/'.join(map(str, sizes))} px images" if sizes else "images"
 
 
 def _ratio_interval(res: dict, ref: dict | None, primary: str, seed: int) -> dict | None:

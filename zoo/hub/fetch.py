@@ -9,17 +9,11 @@ from rich.console import Console
 
 from zoo import ids
 from zoo.errors import UsageError, ZooError, did_you_mean
+from zoo.families import family_of
 from zoo.hub.base import Hub
+from zoo.metrics import LOWER_IS_BETTER
 from zoo.registry import Loaded
-from zoo.registry.schema import LOWER_IS_BETTER, Task
 from zoo.status import gate_passed
-
-# The transformers class that loads a pulled folder of a transformers format, per task.
-LOADERS = {
-    Task.text_classification: "AutoModelForSequenceClassification",
-    Task.text_generation: "AutoModelForCausalLM",
-    Task.image_classification: "AutoModelForImageClassification",
-}
 
 
 def best_for_target(loaded: Loaded, hub: Hub, model: str, target: str, revision: str | None = None) -> str:
@@ -34,8 +28,7 @@ def best_for_target(loaded: Loaded, hub: Hub, model: str, target: str, revision:
     if target not in reg.targets:
         raise UsageError(f"unknown target '{target}'{did_you_mean(target, reg.targets)}")
     m = loaded.model(model)
-    metric = (m.evaluation.gate.metric if m.evaluation.gate and m.evaluation.gate.metric else None) \
-        or m.evaluation.metrics[0]
+    metric = m.evaluation.primary
     sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
     candidates = []
     for vid, v in m.variants.items():
@@ -57,33 +50,6 @@ def best_for_target(loaded: Loaded, hub: Hub, model: str, target: str, revision:
     from zoo.report import pick_for_target
 
     return pick_for_target(candidates)
-
-
-def load_lines(task: Task, folder: Path, fmt: str | None) -> list[str]:
-    """The lines of Python that load a pulled folder of this format (the same loaders as the card's snippets)."""
-    where = json.dumps(str(folder))
-    if fmt == "onnx-image":
-        return ["import onnxruntime as ort",
-                f'session = ort.InferenceSession({json.dumps(str(folder / "model.onnx"))}, '
-                'providers=["CPUExecutionProvider"])  # preprocessing: see the README']
-    if fmt == "torch-image":
-        from zoo.card import VISION_MODULE
-
-        module = folder / VISION_MODULE
-        return ["import importlib.util",
-                f'spec = importlib.util.spec_from_file_location("efficientnet_lite", {json.dumps(str(module))})',
-                "lite = importlib.util.module_from_spec(spec); spec.loader.exec_module(lite)",
-                f"model, config = lite.load({where})"]
-    auto = LOADERS[task]
-    if fmt == "onnx":
-        return ["import onnxruntime as ort", "from transformers import AutoConfig, AutoTokenizer",
-                f'session = ort.InferenceSession({json.dumps(str(folder / "model.onnx"))}, '
-                'providers=["CPUExecutionProvider"])',
-                f"tokenizer, config = AutoTokenizer.from_pretrained({where}), AutoConfig.from_pretrained({where})"]
-    if fmt == "onnx-genai":
-        return ["import onnxruntime_genai as og", "from transformers import AutoTokenizer",
-                f"model, tokenizer = og.Model({where}), AutoTokenizer.from_pretrained({where})"]
-    return [f"from transformers import {auto}", f"model = {auto}.from_pretrained({where})"]
 
 
 def pull(loaded: Loaded, hub: Hub, model: str, variant: str | None = None, target: str | None = None,
@@ -111,7 +77,7 @@ def pull(loaded: Loaded, hub: Hub, model: str, variant: str | None = None, targe
     provenance = folder / "provenance.json"
     fmt = json.loads(provenance.read_text()).get("format") if provenance.is_file() else None
     lines = [f"pulled {repo_id}@{commit[:12]} ({model}:{variant}) into {folder}",
-             *load_lines(models[model].task, folder, fmt)]
+             *family_of(models[model].task).load_lines(folder, fmt)]
     for line in lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     return folder

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo.errors import Problem, ZooError, did_you_mean
+from zoo.families import family_of
 from zoo.ids import RESERVED_VARIANTS, adapter_repo_id, repo_id, repo_id_problem, space_id, tag_problem
+from zoo.metrics import spec as metric_spec
 from zoo.registry.recipes import Recipe, load_recipe
-from zoo.registry.schema import TASK_METRICS, Kind, Registry, Task
+from zoo.registry.schema import Kind, Registry
 from zoo.sources import confined, parse_source
 from zoo.yamlio import Document
 
@@ -38,15 +40,15 @@ def check(reg: Registry, doc: Document, recipes_dir: Path, recipes_display: str
                     confined(parsed.name, recipes_dir.parent, "")
                 except ZooError as e:
                     problems.append(doc.problem((*at, part, "source"), str(e).removeprefix(": ")))
-        metrics = TASK_METRICS[model.task]
+        metrics = family_of(model.task).metrics
         for i, m in enumerate(model.evaluation.metrics):
             if m not in metrics:
                 problems.append(doc.problem((*at, "evaluation", "metrics", i),
                                             f"metric '{m}' does not apply to {model.task} "
                                             f"(use: {', '.join(sorted(metrics))})"))
-        if model.evaluation.kfold and model.task == Task.text_generation:
-            problems.append(doc.problem((*at, "evaluation", "kfold"), "k-fold applies to classification metrics, "
-                                        "not to text-generation: remove kfold"))
+        if model.evaluation.kfold and not all(metric_spec(m).per_row for m in model.evaluation.metrics):
+            problems.append(doc.problem((*at, "evaluation", "kfold"), "k-fold applies to per-row metrics, "
+                                        f"not to {model.task}: remove kfold"))
         problems += _check_gate(reg, doc, mid)
         for vid, variant in model.variants.items():
             vat = (*at, "variants", vid)
@@ -111,10 +113,10 @@ def _check_gate(reg: Registry, doc: Document, mid: str) -> list[Problem]:
         return []
     at = ("models", mid, "evaluation", "gate")
     out = []
-    metric = gate.metric or model.evaluation.metrics[0]
-    if metric not in TASK_METRICS[model.task]:
+    metric = model.evaluation.primary
+    if metric not in family_of(model.task).metrics:
         out.append(doc.problem((*at, "metric"), f"gate on '{metric}', which {model.task} does not have "
-                               f"(use: {', '.join(sorted(TASK_METRICS[model.task]))})"))
+                               f"(use: {', '.join(sorted(family_of(model.task).metrics))})"))
     elif gate.metric and gate.metric not in model.evaluation.metrics:
         out.append(doc.problem((*at, "metric"), f"gate on '{gate.metric}', which is not in evaluation.metrics: "
                                "add it there"))

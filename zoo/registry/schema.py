@@ -5,22 +5,26 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN, max_length=64)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
+def _known_metric(name: str) -> str:
+    from zoo import metrics
+
+    if name not in metrics.METRICS:
+        raise ValueError(f"unknown metric '{name}': use one of {', '.join(metrics.METRICS)}")
+    return name
+
+
+Metric = Annotated[str, AfterValidator(_known_metric)]  # a name in zoo.metrics.METRICS
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-
-class Task(StrEnum):
-    text_classification = "text-classification"
-    text_generation = "text-generation"
-    image_classification = "image-classification"
-    object_detection = "object-detection"
 
 
 class Kind(StrEnum):
@@ -53,25 +57,6 @@ class License(StrEnum):
     gemma = "gemma"
     openrail = "openrail"
     other = "other"
-
-
-class Metric(StrEnum):
-    accuracy = "accuracy"
-    f1 = "f1"
-    perplexity = "perplexity"
-    top1 = "top1"
-    exact_match = "exact_match"
-    map = "map"  # COCO mAP@0.5:0.95
-    map50 = "map50"  # COCO mAP@0.5
-
-
-TASK_METRICS: dict[Task, set[Metric]] = {
-    Task.text_classification: {Metric.accuracy, Metric.f1},
-    Task.text_generation: {Metric.perplexity, Metric.exact_match},
-    Task.image_classification: {Metric.top1, Metric.accuracy, Metric.f1},
-    Task.object_detection: {Metric.map, Metric.map50},
-}
-LOWER_IS_BETTER = {Metric.perplexity}
 
 
 class Target(Strict):
@@ -149,6 +134,11 @@ class Evaluation(Strict):
     kfold: int | None = Field(None, ge=2, le=20)
     gate: Gate | None = None
 
+    @property
+    def primary(self) -> str:
+        """The metric the gate, the family table and `zoo pull --target` compare: the gate's, else the first."""
+        return (self.gate.metric if self.gate and self.gate.metric else None) or self.metrics[0]
+
 
 class Variant(Strict):
     kind: Kind
@@ -159,7 +149,7 @@ class Variant(Strict):
 
 
 class Model(Strict):
-    task: Task
+    task: str  # a family's task (zoo.families): a built-in one or one a `families:` folder adds
     license: License
     base: Source
     dataset: Dataset
@@ -170,8 +160,22 @@ class Model(Strict):
     trust_remote_code: bool = False  # let transformers run code from the base repo; shown in `zoo plan`
     gated: bool = False  # the base is gated on the Hub; derived repos are gated too
 
+    @field_validator("task")
+    @classmethod
+    def _family(cls, v: str) -> str:
+        from zoo.errors import ZooError
+        from zoo.families import FAMILIES
+
+        try:
+            FAMILIES.get(v)
+        except ZooError as e:
+            raise ValueError(str(e)) from None
+        return v
+
 
 class Registry(Strict):
+    # family folders beyond the built-in ones, relative to registry.yaml; each adds the task its family.py serves
+    families: list[str] = []
     org: Id
     targets: dict[Id, Target] = Field(min_length=1)
     models: dict[Id, Model] = Field(min_length=1)

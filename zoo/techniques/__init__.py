@@ -1,28 +1,24 @@
-"""Every technique, registered explicitly: a new technique is one module here plus one line below."""
+"""Every technique, registered explicitly: the generic ones below (one module here plus one line each), then, on
+first use, each family's own (``Family.techniques()`` in its folder)."""
 
-from zoo.families.object_detection import techniques as detection
-from zoo.techniques import distill, finetune, half, int8, lm, prune, qlora, vision
+from zoo.techniques import distill, half, int8, prune, qlora
 from zoo.techniques.base import BuildContext, Params, Technique
 from zoo.techniques.registry import TechniqueRegistry
 
-TECHNIQUES = TechniqueRegistry()
-TECHNIQUES.register(finetune.Finetune())
+
+def _register_families(registry: TechniqueRegistry) -> None:
+    from zoo.families import FAMILIES
+
+    for family in FAMILIES:
+        for technique in family.techniques():
+            registry.register(technique, replace_module=True)
+
+
+TECHNIQUES = TechniqueRegistry(extend=_register_families)
 TECHNIQUES.register(half.Half())
 TECHNIQUES.register(int8.Int8())
 TECHNIQUES.register(qlora.Qlora())
 TECHNIQUES.register(distill.Distill())
-TECHNIQUES.register(lm.LmFinetune())
-TECHNIQUES.register(lm.LmHalf())
-TECHNIQUES.register(lm.LmGenai())
-TECHNIQUES.register(lm.LmQlora())
-TECHNIQUES.register(lm.LmDistill())
-TECHNIQUES.register(vision.VisionFinetune())
-TECHNIQUES.register(vision.VisionHalf())
-TECHNIQUES.register(vision.VisionPtq())
-TECHNIQUES.register(vision.VisionQat())
 TECHNIQUES.register(prune.Prune())
-TECHNIQUES.register(detection.DetectionConvert())
-TECHNIQUES.register(detection.DetectionHalf())
-TECHNIQUES.register(detection.DetectionPtq())
 
 __all__ = ["TECHNIQUES", "BuildContext", "Params", "Technique", "TechniqueRegistry"]

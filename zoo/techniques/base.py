@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from zoo.registry.schema import Kind, Task
+from zoo.registry.schema import Kind
 
 if TYPE_CHECKING:
     from zoo.data import Splits
@@ -53,7 +53,7 @@ class Technique:
 
     name: ClassVar[str]
     kinds: ClassVar[frozenset[Kind]]  # variant kinds this technique can build
-    tasks: ClassVar[frozenset[Task]]  # tasks it supports
+    tasks: ClassVar[frozenset[str]]  # tasks it supports
     params: ClassVar[type[Params]] = Params
     formats: ClassVar[tuple[str, ...]] = ("transformers",)  # artifact formats it writes (zoo/formats.py)
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from zoo.errors import ZooError
-from zoo.registry.schema import Kind, Task
+from zoo.registry.schema import Kind
 from zoo.techniques.base import BuildContext, Params, Technique
 
 
@@ -27,7 +27,7 @@ class DistillParams(Params):
 class Distill(Technique):
     name = "distill-kd"
     kinds = frozenset({Kind.distilled})
-    tasks = frozenset({Task.text_classification})
+    tasks = frozenset({"text-classification"})
     params = DistillParams
 
     def build(self, ctx: BuildContext) -> dict[str, Any]:

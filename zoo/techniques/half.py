@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from zoo.errors import ZooError
-from zoo.registry.schema import Kind, Task
+from zoo.registry.schema import Kind
 from zoo.techniques.base import BuildContext, Params, Technique
 
 CHECK_ROWS = 32  # test rows on which the fp16 ONNX graph is compared with the fp32 parent
@@ -22,7 +22,7 @@ class HalfParams(Params):
 class Half(Technique):
     name = "half"
     kinds = frozenset({Kind.w16a16})
-    tasks = frozenset({Task.text_classification})
+    tasks = frozenset({"text-classification"})
     params = HalfParams
 
     def build(self, ctx: BuildContext) -> dict[str, Any]:

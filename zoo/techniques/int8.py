@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from zoo.errors import ZooError
-from zoo.registry.schema import Kind, Task
+from zoo.registry.schema import Kind
 from zoo.techniques.base import BuildContext, Params, Technique
 
 CHECK_ROWS = 64  # test rows on which the quantized graph is compared with the fp32 graph
@@ -79,7 +79,7 @@ DEFAULT_ISA = "avx512"  # a target without an isa (e.g. a GPU) gets the common x
 class Int8(Technique):
     name = "onnx-int8"
     kinds = frozenset({Kind.int8})
-    tasks = frozenset({Task.text_classification})
+    tasks = frozenset({"text-classification"})
     params = Int8Params
     formats = ("onnx",)
 
@@ -367,14 +367,8 @@ class _Reader:
 
 def _params_count(parent_dir: Path, graph_path: Path) -> int:
     """The parent's parameter count (quantizing changes bytes, not parameters); else the graph's weight elements."""
-    import math
-
-    import onnx
-
+    from zoo.formats import onnx_params
     from zoo.techniques._train import parent_provenance
 
     count = parent_provenance(parent_dir).get("params_count")
-    if isinstance(count, int):
-        return count
-    graph = onnx.load(str(graph_path), load_external_data=False).graph
-    return sum(math.prod(t.dims) for t in graph.initializer if len(t.dims) > 1)
+    return count if isinstance(count, int) else onnx_params(graph_path)

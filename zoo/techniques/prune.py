@@ -22,7 +22,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from zoo.errors import ZooError
-from zoo.registry.schema import Kind, Task
+from zoo.registry.schema import Kind
+from zoo.techniques._train import params_count
 from zoo.techniques.base import BuildContext, Params, Technique
 
 
@@ -39,7 +40,7 @@ class PruneParams(Params):
 class Prune(Technique):
     name = "prune"
     kinds = frozenset({Kind.pruned})
-    tasks = frozenset({Task.text_classification, Task.image_classification, Task.text_generation})
+    tasks = frozenset({"text-classification", "image-classification", "text-generation"})
     params = PruneParams
     formats = ("transformers", "torch-image")
 
@@ -135,13 +136,13 @@ def prune_heads_l1(model: Any, amount: float) -> dict[int, list[int]]:
 
 def prune_channels_l1(model: Any, amount: float) -> dict[str, Any]:
     """Remove the ``amount`` fraction of hidden channels with the smallest L1 norm from each expanding block of a
-    ``zoo.vision.model.EfficientNetLite`` (expand conv outputs, depthwise channels, projection inputs).
+    ``image_classification.model.EfficientNetLite`` (expand conv outputs, depthwise channels, projection inputs).
 
     Returns the new module and per-block widths: ``{"model", "hidden"}``.
     """
     import torch
 
-    from zoo.vision.model import EfficientNetLite, MBConv
+    from zoo.families.image_classification.model import EfficientNetLite, MBConv
 
     arch = {**model.arch, "blocks": [dict(b) for b in model.arch["blocks"]]}
     keep_idx: dict[int, torch.Tensor] = {}
@@ -172,21 +173,17 @@ def prune_channels_l1(model: Any, amount: float) -> dict[str, Any]:
     return {"model": new.eval(), "hidden": [b["hidden"] for b in arch["blocks"]]}
 
 
-def _params(model: Any) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def _prune_vision(ctx: BuildContext, p: PruneParams) -> dict[str, Any]:
     import torch
 
-    from zoo.techniques.vision import _splits, _test_x
-    from zoo.vision import model as vm
-    from zoo.vision import train
+    from zoo.families.image_classification import model as vm
+    from zoo.families.image_classification import train
+    from zoo.families.image_classification.techniques import _splits, _test_x
 
     model, config = vm.load_torch(ctx.parent_dir)
     splits = _splits(ctx)
     tx, ty = _test_x(splits, config)
-    before_top1, before_params = train.top1(train.predict(model, tx), ty), _params(model)
+    before_top1, before_params = train.top1(train.predict(model, tx), ty), params_count(model)
     facts: dict[str, Any] = {"method": p.method, "amount": p.amount}
     slots: list[tuple[Any, str]] = []
     if p.method == "magnitude":
@@ -213,15 +210,17 @@ def _prune_vision(ctx: BuildContext, p: PruneParams) -> dict[str, Any]:
     config = vm.write_config(ctx.out_dir, model.arch, config["image_size"], config["label_names"], config["mean"],
                              config["std"], "torch-image", "fp32")
     ctx.log(f"{ctx.model_id}:{ctx.variant_id}: pruned ({p.method}, {p.amount:.0%}): top-1 "
-            f"{facts['check']['top1']:.1%} vs {before_top1:.1%}, params {before_params} → {_params(model)}")
+            f"{facts['check']['top1']:.1%} vs {before_top1:.1%}, params {before_params} → {params_count(model)}")
     return {"format": "torch-image", "dtype": "fp32", "label_names": config["label_names"], "max_length": None,
-            "image_size": config["image_size"], "params_count": _params(model), "parent_params": before_params,
+            "image_size": config["image_size"], "params_count": params_count(model), "parent_params": before_params,
             "pruning": facts}
 
 
 def _prune_transformers(ctx: BuildContext, p: PruneParams) -> dict[str, Any]:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from zoo.families import family_of
     from zoo.techniques import _train
 
     if ctx.parent_dir.is_file() or not (ctx.parent_dir / "config.json").is_file():
@@ -229,14 +228,14 @@ def _prune_transformers(ctx: BuildContext, p: PruneParams) -> dict[str, Any]:
                        f"got '{ctx.parent_dir.name}'")
     if getattr(AutoConfig.from_pretrained(ctx.parent_dir), "quantization_config", None):
         raise ZooError(f"{ctx.model_id}:{ctx.variant_id}: the parent is quantized; prune an fp32 variant instead")
-    generative = ctx.model.task == Task.text_generation
+    auto = getattr(transformers, family_of(ctx.model.task).auto_class or "AutoModelForSequenceClassification")
+    generative = auto is AutoModelForCausalLM
     if generative and p.epochs > 0:
         raise ZooError(f"{ctx.model_id}:{ctx.variant_id}: fine-tuning after pruning is implemented for "
                        "classification; set epochs: 0 for a text-generation model")
-    auto = AutoModelForCausalLM if generative else AutoModelForSequenceClassification
     model = auto.from_pretrained(ctx.parent_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(ctx.parent_dir)
-    before = _params(model)
+    before = params_count(model)
     facts: dict[str, Any] = {"method": p.method, "amount": p.amount}
     slots: list[tuple[Any, str]] = []
     if p.method == "magnitude":
@@ -258,7 +257,7 @@ def _prune_transformers(ctx: BuildContext, p: PruneParams) -> dict[str, Any]:
         facts["sparsity"] = sparsity(slots)
     _train.save_with_tokenizer(model, tokenizer, ctx.out_dir)
     ctx.log(f"{ctx.model_id}:{ctx.variant_id}: pruned ({p.method}, {p.amount:.0%}), params {before} → "
-            f"{_params(model)}")
+            f"{params_count(model)}")
     max_length = p.max_length
     prov = ctx.parent_dir / "provenance.json"
     if prov.is_file():
@@ -266,4 +265,4 @@ def _prune_transformers(ctx: BuildContext, p: PruneParams) -> dict[str, Any]:
 
         max_length = json.loads(prov.read_text()).get("max_length", max_length)
     return {"format": "transformers", "dtype": "fp32", "label_names": label_names, "max_length": max_length,
-            "params_count": _params(model), "parent_params": before, "pruning": facts}
+            "params_count": params_count(model), "parent_params": before, "pruning": facts}

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from zoo.errors import ZooError
 from zoo.nf4_guard import guard_cpu_kernel
-from zoo.registry.schema import Kind, Task
+from zoo.registry.schema import Kind
 from zoo.techniques.base import BuildContext, Params, Technique
 
 ADAPTER_DIR = "adapter"
@@ -41,7 +41,7 @@ class QloraParams(Params):
 class Qlora(Technique):
     name = "qlora-nf4"
     kinds = frozenset({Kind.qlora_4bit})
-    tasks = frozenset({Task.text_classification})
+    tasks = frozenset({"text-classification"})
     params = QloraParams
     formats = ("bnb-4bit",)
 

@@ -14,6 +14,7 @@ SCORE_THRESHOLD = 0.3  # boxes the Space draws
 EXAMPLES = 4
 QUEUE_SIZE = 32
 CONCURRENCY = 1  # one request at a time: each runs every variant on shared CPU threads
+EXAMPLE_PNG = "example.png"  # the example image staged into each repo for its snippet
 
 
 def save_image(image: Any, path: Path) -> None:
@@ -25,10 +26,9 @@ def save_image(image: Any, path: Path) -> None:
 
 def stage_card_files(loaded, node, art: Path, out: Path) -> None:
     """An example val image and the standalone ``detector.py`` beside the weights, for the usage snippet."""
-    from zoo.card import EXAMPLE_PNG
-    from zoo.families.object_detection.task import ObjectDetection
+    from zoo.families.object_detection.family import FAMILY
 
-    image = ObjectDetection().examples(loaded.model(node.model_id), loaded.root, f"models.{node.model_id}.dataset",
+    image = FAMILY.examples(loaded.model(node.model_id), loaded.root, f"models.{node.model_id}.dataset",
                                        1)[0]
     from PIL import Image
 
@@ -41,19 +41,19 @@ def write_space(loaded, store, model_id: str, specs: list[dict], table: dict, le
     from huggingface_hub import SpaceCard, SpaceCardData
 
     from zoo import card
-    from zoo.families.object_detection.task import ObjectDetection
+    from zoo.families.object_detection.family import ObjectDetection
     from zoo.store import atomic_dir, write_json
 
     model = loaded.model(model_id)
     title = f"{model_id} variants"
     description = " ".join((model.description or f"The compressed variants of {model_id}.").split())
-    config = {"title": title, "description": description, "task": model.task.value, "max_side": MAX_SIDE,
+    config = {"title": title, "description": description, "task": model.task, "max_side": MAX_SIDE,
               "max_upload_mb": MAX_UPLOAD_MB, "score_threshold": SCORE_THRESHOLD, "queue_size": QUEUE_SIZE,
               "concurrency": CONCURRENCY, "threads": 1,
               "variants": [{k: s[k] for k in ("repo_id", "variant", "kind")} for s in specs]}
     data = SpaceCardData(title=title, sdk="gradio", sdk_version=metadata.version("gradio"), app_file="app.py",
                          models=[s["repo_id"] for s in specs], license=model.license.value,
-                         tags=["modelzoo", model.task.value])
+                         tags=["modelzoo", model.task])
     readme = SpaceCard.from_template(
         data, template_path=str(HERE / "space" / "README.md.j2"), stamp=card.STAMP, model_id=model_id,
         title=title, description=description, family_md=card.family_markdown(loaded, table), left_out=left_out,

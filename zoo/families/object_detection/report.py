@@ -22,7 +22,7 @@ def family_report(loaded, store, model_id: str, resamples: int = 200, seed: int 
     """Scores, paired ratio intervals (variant / fp32 over the same image resamples), size and p50 per variant."""
     from zoo import plan
     from zoo.data import load_splits
-    from zoo.families.object_detection.task import ObjectDetection, detect_all
+    from zoo.families.object_detection.family import ObjectDetection, detect_all
     from zoo.status import read_results
 
     model = loaded.model(model_id)

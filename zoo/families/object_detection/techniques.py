@@ -16,10 +16,10 @@ from pydantic import Field
 
 from zoo.errors import ZooError
 from zoo.families.object_detection.model import FORMAT, write_config
-from zoo.registry.schema import Kind, Task
+from zoo.registry.schema import Kind
 from zoo.techniques.base import BuildContext, Params, Technique
 
-TASKS = frozenset({Task.object_detection})
+TASKS = frozenset({"object-detection"})
 
 
 class ConvertParams(Params):
