@@ -31,6 +31,27 @@ def isolated_hf(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("ZOO_REGISTRY", raising=False)
 
 
+@pytest.fixture
+def plugin_families(monkeypatch):
+    """Family folders a test loads stay registered for that test only (the registries are process-wide)."""
+    import sys
+
+    from zoo.families import FAMILIES
+    from zoo.techniques import TECHNIQUES
+
+    monkeypatch.setenv("ZOO_FAMILIES", "")  # load_plugin exports its folders for child processes
+    FAMILIES.tasks()
+    TECHNIQUES.names()  # both registries complete before the snapshot
+    families, techniques = dict(FAMILIES._by_task), dict(TECHNIQUES._items)
+    yield
+    FAMILIES._by_task.clear()
+    FAMILIES._by_task.update(families)
+    TECHNIQUES._items.clear()
+    TECHNIQUES._items.update(techniques)
+    for name in [m for m in sys.modules if m.startswith("zoo_family_")]:
+        del sys.modules[name]
+
+
 @pytest.fixture(scope="session")
 def _tiny_zoo_template(tmp_path_factory) -> Path:
     return make_tiny_zoo(tmp_path_factory.mktemp("tiny-zoo-template")).parent

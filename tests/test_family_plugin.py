@@ -34,8 +34,7 @@ def _project(root: Path, folder: str = "tiny_tabular") -> Path:
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("ZOO_FAMILIES", "")  # load_plugin exports the folder for child processes; undo it after
+def project(tmp_path, monkeypatch, plugin_families) -> Path:
     monkeypatch.chdir(tmp_path)
     return _project(tmp_path)
 
@@ -79,7 +78,7 @@ def test_only_the_family_folder_and_one_registry_line_are_needed():
     assert not any("tabular" in p.read_text() for p in zoo_root.rglob("*.py")), "the zoo package names the family"
 
 
-def test_a_registry_line_that_names_no_family_folder_is_one_clear_error(tmp_path):
+def test_a_registry_line_that_names_no_family_folder_is_one_clear_error(tmp_path, plugin_families):
     path = _project(tmp_path)
     path.write_text(path.read_text().replace("families: [tiny_tabular]", "families: [tiny_tabulr]"))
     with pytest.raises(ZooError) as e:
@@ -88,7 +87,7 @@ def test_a_registry_line_that_names_no_family_folder_is_one_clear_error(tmp_path
     assert "\n" not in str(e.value).strip()
 
 
-def test_two_families_for_one_task_collide(tmp_path):
+def test_two_families_for_one_task_collide(tmp_path, plugin_families):
     folder = tmp_path / "imposter"
     shutil.copytree(TINY_FAMILY, folder, ignore=shutil.ignore_patterns("__pycache__"))
     family_py = folder / "family.py"

@@ -149,5 +149,5 @@ def test_kfold_on_text_generation_is_rejected(tmp_path):
     assert "metrics: [perplexity, exact_match]" in text
     text = text.replace("metrics: [perplexity, exact_match]", "metrics: [perplexity, exact_match]\n      kfold: 5", 1)
     (tmp_path / "registry.yaml").write_text(text)
-    with pytest.raises(ZooError, match="evaluation.kfold: k-fold applies to classification metrics"):
+    with pytest.raises(ZooError, match="evaluation.kfold: k-fold applies to per-row metrics, not to text-generation"):
         registry.load(tmp_path / "registry.yaml")

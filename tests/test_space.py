@@ -117,7 +117,7 @@ def test_readme_front_matter_and_pinned_requirements(published):  # noqa: F811
 
 
 def test_app_is_standalone():
-    tree = ast.parse((space.TEMPLATES / "app.py").read_text())
+    tree = ast.parse((family_of("text-classification").folder / "space" / "app.py").read_text())
     imported = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}

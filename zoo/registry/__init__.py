@@ -128,7 +128,8 @@ def json_schema() -> str:
 
     schema = Registry.model_json_schema(by_alias=True)
     # tasks and metrics are open (a project's family folder adds its own); editors still suggest the built-in ones
-    schema["$defs"]["Model"]["properties"]["task"]["examples"] = FAMILIES.tasks()
+    builtin = [f.task for f in FAMILIES if type(f).__module__.startswith("zoo.families.")]
+    schema["$defs"]["Model"]["properties"]["task"]["examples"] = builtin
     schema["$defs"]["Evaluation"]["properties"]["metrics"]["items"]["examples"] = list(METRICS)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "modelzoo registry.yaml"
