@@ -21,9 +21,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=10, help="clips compared with CTranslate2")
     args = ap.parse_args()
-    from zoo import registry, tasks
+    from zoo import registry
     from zoo.build import base_dir
     from zoo.data import load_splits
+    from zoo.families import family_of
     from zoo.families.speech_recognition.ct2 import model_dir
     from zoo.families.speech_recognition.runtime import normalize
     from zoo.families.speech_recognition.wer import load_transcriber
@@ -33,7 +34,7 @@ def main() -> None:
     src = base_dir(loaded, MODEL)
     conv = model_dir(src)
     field = f"models.{MODEL}.dataset"
-    rows = tasks.handler(model.task).test_rows(model, loaded.root, field)
+    rows = family_of(model.task).test_rows(model, loaded.root, field)
     load_splits(model, loaded.root, field)
     ours = load_transcriber(conv)
     clips = rows.audio[: args.clips]
@@ -56,7 +57,7 @@ def main() -> None:
     else:
         print("conversion check skipped: ctranslate2 is not installed (pip install ctranslate2)")
     start = time.perf_counter()
-    scores = tasks.handler(model.task).evaluate(src, model, loaded.root, field, "cpu", f"{MODEL}:base")
+    scores = family_of(model.task).evaluate(src, model, loaded.root, field, "cpu", f"{MODEL}:base")
     lo, hi = scores.details["wer_ci95"]
     print(f"untouched base: WER {scores.metrics['wer']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={scores.samples} clips of "
           f"{', '.join(scores.test['speakers'])}), RTF {scores.details['rtf']:.3f}, "

@@ -63,6 +63,35 @@ def test_unknown_holdout_generator_is_one_line_error(tmp_path, monkeypatch):
         load_detector_splits(ds, tmp_path, "dataset")
 
 
+def test_unknown_builder_is_one_line_error(tmp_path):
+    from zoo.families import family_of
+    from zoo.registry.schema import Model
+
+    model = Model.model_validate({
+        "task": "text-classification", "license": "mit", "base": {"source": "file:x"},
+        "dataset": {"source": "file:x", "builder": {"name": "fast-detect-gtp"}},
+        "evaluation": {"metrics": ["accuracy"]},
+        "variants": {"fp32": {"kind": "fp32", "recipe": "finetune", "target": "cpu"}}})
+    with pytest.raises(ZooError, match=r"dataset.builder.name: unknown data builder 'fast-detect-gtp' \(did you mean "
+                                       r"'fast-detect-gpt'\?\)"):
+        family_of("text-classification").load_splits(model, tmp_path, "dataset")
+
+
+def test_roc_auc_interval_is_sklearns_value_inside_its_interval():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from zoo import metrics
+
+    rng = np.random.default_rng(0)
+    labels = [0] * 40 + [1] * 40
+    scores = list(rng.normal(size=40)) + list(rng.normal(1.0, size=40))
+    iv = metrics.roc_auc_interval(labels, scores, seed=0, resamples=500)
+    assert iv["value"] == pytest.approx(roc_auc_score(labels, scores))
+    assert iv["low"] < iv["value"] < iv["high"] and iv["rows"] == 80
+    assert not metrics.spec("roc_auc").per_row and metrics.spec("wer").higher_is_better is False
+
+
 @pytest.mark.slow
 def test_zoo_run_detector_end_to_end(tmp_path):
     project = tmp_path / "project"
@@ -80,15 +109,14 @@ def test_zoo_run_detector_end_to_end(tmp_path):
     fp32 = next(n for n in plan.make(loaded) if n.variant_id == "fp32")
     res = read_results(store, fp32)
     assert set(res["metrics"]) == {"accuracy", "f1", "roc_auc"}
-    assert 0.0 <= res["metrics"]["roc_auc"] <= 1.0
-    assert res["kfold"]["accuracy"]["k"] == 3
+    auc = res["intervals"]["roc_auc"]
+    assert 0.0 <= auc["low"] <= res["metrics"]["roc_auc"] <= auc["high"] <= 1.0
+    assert res["kfold"]["accuracy"]["k"] == 3 and "roc_auc" not in res["kfold"]  # k-fold spreads per-row metrics
     per_gen = res["details"]["per_generator"]
     assert set(per_gen) == {"human", *GENERATORS}
     assert sum(g["rows"] for g in per_gen.values()) == res["samples"]
-    card = (store.cards(fp32.model_id) if hasattr(store, "cards") else None)
     readmes = [p.read_text() for p in project.rglob("README.md") if "tiny-detector" in p.read_text()]
     assert any("Limitations of a detector" in r for r in readmes), "the card does not state a detector's limits"
     assert any("per generator" in r.lower() for r in readmes)
     space = [p for p in project.rglob("app.py") if "demo" in str(p) or "space" in str(p)]
     assert space, "no Space was written"
-    del card

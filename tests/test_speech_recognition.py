@@ -68,6 +68,24 @@ def test_wer_interval_brackets_the_wer():
     assert wer == pytest.approx(0.5) and lo <= wer <= hi and hi - lo > 0
 
 
+def test_family_registers_its_techniques_and_needs_its_builder(tmp_path):
+    from zoo.families import family_of
+    from zoo.registry.schema import Model
+    from zoo.techniques import TECHNIQUES
+
+    family = family_of("automatic-speech-recognition")
+    assert family.folder.name == "speech_recognition" and family.metrics == ("wer",)
+    for name in ("whisper-finetune", "whisper-half", "whisper-onnx-int8", "whisper-qlora-nf4", "whisper-distill"):
+        assert TECHNIQUES.get(name).tasks == frozenset({family.task})
+    model = Model.model_validate({
+        "task": family.task, "license": "mit", "base": {"source": "file:x"},
+        "dataset": {"source": "github:example/fsdd@26eb9aa#recordings", "label": None},
+        "evaluation": {"metrics": ["wer"]},
+        "variants": {"fp32": {"kind": "fp32", "recipe": "w", "target": "cpu"}}})
+    with pytest.raises(ZooError, match=r"dataset.builder: automatic-speech-recognition reads clips with a builder"):
+        family.load_splits(model, tmp_path, "dataset")
+
+
 @pytest.mark.slow
 def test_zoo_run_speech_end_to_end(tmp_path):
     project = tmp_path / "project"
@@ -90,6 +108,7 @@ def test_zoo_run_speech_end_to_end(tmp_path):
         assert res["metrics"]["wer"] >= 0.0, vid
         lo, hi = res["details"]["wer_ci95"]
         assert lo <= res["metrics"]["wer"] <= hi and res["details"]["rtf"] > 0, vid
+        assert (res["intervals"]["wer"]["low"], res["intervals"]["wer"]["high"]) == (lo, hi), vid
     assert (store.artifact(nodes["int8"].hash) / "encoder.onnx").is_file()
     distilled = json.loads((store.artifact(nodes["distilled"].hash) / "config.json").read_text())
     assert distilled["decoder_layers"] == 1
