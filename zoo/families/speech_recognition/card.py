@@ -20,4 +20,4 @@ def notes(model: Any, results: dict[str, Any] | None) -> str:
                      "real time).")
     lines.append("\nLimitations: evaluated on isolated spoken digits (8 kHz recordings, six speakers); WER on "
                  "conversational or noisy speech will be higher.")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"

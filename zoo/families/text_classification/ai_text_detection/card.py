@@ -39,4 +39,4 @@ def notes(model: Any, results: dict[str, Any] | None) -> str:
                   + "; ".join(f"{m} {v['mean']:.4f} ± {v['std']:.4f}" for m, v in kfold.items()), ""]
     domains = ", ".join(opts.get("domains") or ["the source's domains"])
     lines.append(LIMITATIONS.format(domains=domains, holdout=held, max_words=opts.get("max_words", 200)))
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
