@@ -293,6 +293,7 @@ def _facts(loaded: Loaded, store: Store, node: Node, prov: dict, results: dict |
     facts: dict[str, Any] = {
         "stamp": STAMP, "repo_id": repo, "model_id": node.model_id, "variant_id": node.variant_id,
         "kind": node.kind, "format": fmt, "task": model.task, "license_id": model.license.value,
+        "example_unit": family_of(model.task).example_unit,
         "description": variant.description or model.description or "",
         "base_model": base_model, "base_text": base_text, "relation": RELATION.get(node.kind, "finetune"),
         "library_name": LIBRARY.get(fmt),

@@ -190,7 +190,7 @@ def _evaluate_one(loaded: Loaded, store: Store, node: Node, ref: str | None, ref
     log(f"evaluating {node.key} ({model.task}) on {len(rows)} test rows ({device})")
     scores = family.evaluate(artifact, model, loaded.root, field, device, node.key)
     eval_seconds = time.perf_counter() - t0
-    intervals = _intervals(scores, ev.seed)
+    intervals = {**scores.intervals, **_intervals(scores, ev.seed)}
     results = {
         "model": node.model_id,
         "variant": node.variant_id,

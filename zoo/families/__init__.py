@@ -18,7 +18,8 @@ from zoo.errors import ZooError, did_you_mean
 from zoo.families.base import Family, PerfModel, Scores
 
 # the built-in families, by folder name under zoo/families/
-BUILTIN = ("text_classification", "image_classification", "text_generation", "object_detection")
+BUILTIN = ("text_classification", "image_classification", "text_generation", "object_detection",
+           "speech_recognition")
 # family folders a registry added (os.pathsep-separated), exported so that child processes (timing, Ray workers)
 # know the same families as the process that loaded the registry
 ENV = "ZOO_FAMILIES"

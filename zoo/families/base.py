@@ -26,6 +26,9 @@ class Scores:
     # per-row labels and predictions, for intervals and paired gates: {"labels", "preds", "n_classes"}; None when
     # the task's metrics are not per-row (perplexity)
     predictions: dict[str, Any] | None = None
+    # 95% intervals the family computes itself, for metrics that are not per-row (ROC AUC, WER): metric ->
+    # {"value", "low", "high", "level", "resamples", "rows", "method"}, as zoo.metrics.interval returns
+    intervals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

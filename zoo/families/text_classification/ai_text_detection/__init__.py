@@ -1,0 +1,1 @@
+"""The AI-generated-text detector's data builder (``fast-detect-gpt``) and card notes, for text classification."""
