@@ -345,7 +345,8 @@ def _adapter_facts(loaded: Loaded, node: Node, art: Path, facts: dict[str, Any])
 
 def render_usage(loaded: Loaded, node: Node, art: Path | None, facts: dict[str, Any], name: str | None = None
                  ) -> list[dict[str, str]]:
-    """The usage snippets of a variant's format: ``[{"title", "code"}]``, rendered from ``cards/usage/``."""
+    """The usage snippets of a variant's format: ``[{"title", "code"}]``, rendered from the family folder's
+    ``usage/`` (a project's own ``cards/usage/`` first)."""
     import jinja2
 
     family = family_of(loaded.model(node.model_id).task)

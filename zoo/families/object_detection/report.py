@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-import zoo.tasks  # noqa: E402,F401  (the task registry first: it imports this folder's task module)
 from zoo.families.object_detection.metrics import CocoEval
 
 THRESHOLD = 0.3  # boxes drawn in the figure
