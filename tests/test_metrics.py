@@ -21,7 +21,7 @@ def test_every_registry_metric_has_one_spec_and_directions_come_from_it():
     from zoo.families import FAMILIES
 
     assert set(metrics.METRICS) == {m for f in FAMILIES for m in f.metrics}
-    assert {"perplexity"} == metrics.LOWER_IS_BETTER
+    assert {"perplexity", "wer"} == metrics.LOWER_IS_BETTER
     with pytest.raises(ZooError, match="unknown metric 'bleu'"):
         metrics.spec("bleu")
 
