@@ -1,7 +1,7 @@
 """Every technique, registered explicitly: a new technique is one module here plus one line below."""
 
 from zoo.families.object_detection import techniques as detection
-from zoo.techniques import distill, finetune, half, int8, lm, prune, qlora, vision
+from zoo.techniques import distill, finetune, half, int8, lm, lm_qlora, prune, qlora, vision
 from zoo.techniques.base import BuildContext, Params, Technique
 from zoo.techniques.registry import TechniqueRegistry
 
@@ -14,7 +14,7 @@ TECHNIQUES.register(distill.Distill())
 TECHNIQUES.register(lm.LmFinetune())
 TECHNIQUES.register(lm.LmHalf())
 TECHNIQUES.register(lm.LmGenai())
-TECHNIQUES.register(lm.LmQlora())
+TECHNIQUES.register(lm_qlora.LmQlora())
 TECHNIQUES.register(lm.LmDistill())
 TECHNIQUES.register(vision.VisionFinetune())
 TECHNIQUES.register(vision.VisionHalf())
