@@ -400,8 +400,10 @@ def _adapter_facts(loaded: Loaded, node: Node, art: Path, facts: dict[str, Any])
            "base_model": base_model, "base_text": base_text, "library_name": "peft", "relation": "adapter",
            "tags": sorted(set(facts["tags"]) | {"peft", "lora", "adapter"})}
     task = loaded.model(node.model_id).task
-    out["usage"] = render_usage(loaded, node, art, {**facts, **out},
-                                name="adapter-causal-lm" if task == Task.text_generation else "adapter")
+    name = "adapter-causal-lm" if task == Task.text_generation else "adapter"
+    if facts.get("root") == "nf4-base":  # the adapter belongs on the NF4 base it was trained on, the variant's root
+        name = "adapter-nf4-root"
+    out["usage"] = render_usage(loaded, node, art, {**facts, **out}, name=name)
     return out
 
 
