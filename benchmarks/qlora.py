@@ -5,8 +5,10 @@ size) and rows/s (classifier) or greedy tokens/s (LM).
     python benchmarks/qlora.py [--registry registry.yaml] [--models minilm-sentiment smollm2-hamlet]
 
 The variants must be built and evaluated first (`zoo build MODEL:VARIANT`, `zoo eval MODEL:VARIANT`). Each variant is
-loaded in a fresh process, so its peak RSS is its own: "loaded MB" is the high-water mark of resident memory after
-loading it and running it, minus the process's resident memory before loading (the libraries already imported).
+loaded in a fresh process, so its memory is its own, counted above the process's resident memory before loading (the
+libraries already imported): "resident MB" after loading and one warm-up batch (safetensors are mapped lazily, so
+weights count once touched), "peak MB" the high-water mark after the timed runs (activations, kernel workspaces and
+load-time copies included).
 Weight bytes are the files the variant's loader reads: the root's weights, plus ``adapter/`` where the root is the NF4
 base the adapter is applied to (``root: nf4-base``). Speed uses ``ZOO_THREADS`` threads (else every core).
 """
@@ -14,6 +16,7 @@ base the adapter is applied to (``root: nf4-base``). Speed uses ``ZOO_THREADS`` 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import subprocess
@@ -44,8 +47,14 @@ def _status_kb(field: str) -> int:
 
 def child(task: str, art: Path, texts: list[str], max_length: int, repeats: int, new_tokens: int) -> dict:
     """Load one variant in this (fresh) process, run it, and report memory and speed."""
-    import torch  # noqa: F401 (imported before the baseline: libraries are not the model's memory)
+    # every library any variant's loader imports, before the baseline: libraries are not the model's memory
+    import accelerate  # noqa: F401
+    import bitsandbytes  # noqa: F401
+    import onnxruntime  # noqa: F401
+    import peft  # noqa: F401
+    import torch  # noqa: F401
     import transformers  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification  # noqa: F401
 
     from zoo import formats
 
@@ -54,11 +63,15 @@ def child(task: str, art: Path, texts: list[str], max_length: int, repeats: int,
         import onnxruntime_genai  # noqa: F401
 
         from zoo.lm import load_generator
+    gc.collect()
     before = _status_kb("VmRSS")
     start = time.perf_counter()
     if task == "text-generation":
         model = load_generator(art, threads=formats.threads())
         load_s = time.perf_counter() - start
+        model.continue_text(texts[0], 4)  # warm-up: every weight is touched (safetensors are mapped lazily)
+        gc.collect()
+        resident = _status_kb("VmRSS")
         from lm_tokens import tokens_per_s
 
         rate, _ = tokens_per_s(model, texts, new_tokens, repeats)
@@ -66,14 +79,16 @@ def child(task: str, art: Path, texts: list[str], max_length: int, repeats: int,
     else:
         model = formats.load_classifier(art)
         load_s = time.perf_counter() - start
-        model.predict(texts[:8], max_length, batch_size=8)  # warm-up
+        model.predict(texts[:8], max_length, batch_size=8)  # warm-up: every weight is touched (mapped lazily)
+        gc.collect()
+        resident = _status_kb("VmRSS")
         rates = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             model.predict(texts, max_length, batch_size=8)
             rates.append(len(texts) / (time.perf_counter() - t0))
         rate, unit = statistics.median(rates), "rows/s"
-    return {"loaded_mb": (_status_kb("VmHWM") - before) / 1024, "peak_mb": _status_kb("VmHWM") / 1024,
+    return {"resident_mb": (resident - before) / 1024, "loaded_mb": (_status_kb("VmHWM") - before) / 1024,
             "load_s": load_s, "rate": rate, "unit": unit, "runtime": getattr(model, "runtime", "?"),
             "dtype": getattr(model, "dtype", "?")}
 
@@ -135,7 +150,7 @@ def family(loaded, store, model_id: str, args) -> list[str]:
         results = read_results(store, nodes[v]) or {}
         rows.append((v, prov, root, extra, figures, results))
     ref_bytes = rows[0][2] + rows[0][3]
-    ref_mem, ref_rate = rows[0][4]["loaded_mb"], rows[0][4]["rate"]
+    ref_res, ref_mem, ref_rate = rows[0][4]["resident_mb"], rows[0][4]["loaded_mb"], rows[0][4]["rate"]
     samples = rows[0][5].get("samples")
     unit = rows[0][4]["unit"]
     timed = (f"{len(texts)} prompts × up to {args.new_tokens} new tokens (greedy)" if task == "text-generation"
@@ -143,12 +158,14 @@ def family(loaded, store, model_id: str, args) -> list[str]:
     lines = [f"{model_id} ({task}): {metric} on {samples} held-out "
              f"{'passages' if task == 'text-generation' else 'rows'}, 95% intervals; speed on {timed}, "
              f"median of {args.repeats}",
-             f"{'variant':11} {'runtime':18} {'dtype':5} {'weights MB':>10} {'(adapter)':>9} {'/fp32':>6} "
-             f"{'loaded MB':>9} {'/fp32':>6} {unit:>9} {'×fp32':>6}  {metric} | ratio to fp32 [95%]"]
+             f"{'variant':11} {'runtime':12} {'dtype':5} {'weights MB':>10} {'(adapter)':>9} {'/fp32':>6} "
+             f"{'resident MB':>11} {'/fp32':>6} {'peak MB':>8} {'/fp32':>6} {unit:>9} {'×fp32':>6}  "
+             f"{metric} | ratio to fp32 [95%]"]
     for v, _prov, root, extra, fig, results in rows:
         total = root + extra
-        lines.append(f"{v:11} {fig['runtime']:18} {str(fig['dtype']):5} {total / 1e6:10.1f} {extra / 1e6:9.1f} "
-                     f"{total / ref_bytes:6.3f} {fig['loaded_mb']:9.1f} {fig['loaded_mb'] / ref_mem:6.3f} "
+        lines.append(f"{v:11} {fig['runtime']:12} {str(fig['dtype']):5} {total / 1e6:10.1f} {extra / 1e6:9.1f} "
+                     f"{total / ref_bytes:6.3f} {fig['resident_mb']:11.1f} {fig['resident_mb'] / ref_res:6.3f} "
+                     f"{fig['loaded_mb']:8.1f} {fig['loaded_mb'] / ref_mem:6.3f} "
                      f"{fig['rate']:9.1f} {fig['rate'] / ref_rate:6.2f}  {quality(results, metric)} | "
                      f"{ratio(results)}")
     q = rows[-1][1]
