@@ -102,15 +102,22 @@ def quality(results: dict, metric: str) -> str:
     return text
 
 
-def ratio(results: dict) -> str:
+def ratio(results: dict, ref: dict, metric: str) -> str:
+    """The ratio to fp32 (fp32 / value for a lower-is-better metric) and the recorded gate: its paired interval and
+    verdict where it compared with fp32, else why not."""
+    from zoo import metrics
+
+    value, reference = ((r.get("metrics") or {}).get(metric) for r in (results, ref))
+    if results is ref or value is None or reference is None:
+        return "-"
+    text = f"{metrics.ratio(metric, value, reference):.4f}"
     gate = results.get("gate") or {}
-    if gate.get("ratio") is None:
-        return "(reference)" if "reference" in (gate.get("reason") or "") else "-"
     iv = gate.get("interval") or {}
-    text = f"{gate['ratio']:.4f}"
-    if iv.get("low") is not None:
+    if gate.get("of") == "fp32" and iv.get("low") is not None:
         text += f" [{iv['low']:.4f}, {iv['high']:.4f}]"
-    return text + f" vs {gate.get('of')}: {gate.get('verdict') or ('pass' if gate.get('passed') else 'fail')}"
+    verdict = gate.get("verdict") or ("pass" if gate.get("passed") else "fail")
+    return text + (f"; gate vs {gate['of']}: {verdict}" if gate.get("ratio") is not None
+                   else f"; gate: {gate.get('reason') or verdict}")
 
 
 def family(loaded, store, model_id: str, args) -> list[str]:
@@ -167,7 +174,7 @@ def family(loaded, store, model_id: str, args) -> list[str]:
                      f"{total / ref_bytes:6.3f} {fig['resident_mb']:11.1f} {fig['resident_mb'] / ref_res:6.3f} "
                      f"{fig['loaded_mb']:8.1f} {fig['loaded_mb'] / ref_mem:6.3f} "
                      f"{fig['rate']:9.1f} {fig['rate'] / ref_rate:6.2f}  {quality(results, metric)} | "
-                     f"{ratio(results)}")
+                     f"{ratio(results, rows[0][5], metric)}")
     q = rows[-1][1]
     if q.get("unquantized"):
         lines.append(f"qlora-4bit: {q['unquantized']} (root: {q.get('root', 'merged')})")
