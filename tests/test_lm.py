@@ -198,61 +198,6 @@ def test_genai_rejects_keep_fp32_patterns_that_match_nothing(project, finetuned,
         build(project, "lm-genai", "int8", {"keep_fp32": ["no_such_proj"]}, finetuned, tmp_path / "v")
 
 
-def test_qlora_writes_merged_nf4_and_an_adapter(project, tmp_path):
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    from zoo.families.text_generation import load_generator
-
-    out = tmp_path / "v"
-    extra = build(project, "lm-qlora", "qlora-4bit", {"steps": 25, "lr": 2e-2, "r": 4, "alpha": 8, "max_length": 32},
-                  project / "base", out, "base")
-    assert (extra["quantization"], extra["backend"], extra["adapter"]) == ("bnb-nf4", "peft", "adapter")
-    base_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(project / "base").parameters())
-    assert extra["params_count"] == base_params  # 4-bit weights counted unpacked
-    assert json.loads((out / "config.json").read_text())["quantization_config"]["bnb_4bit_quant_type"] == "nf4"
-    merged = load_generator(out)
-    assert merged.dtype == "nf4"
-    test = splits(project).test
-    assert merged.perplexity(test) < load_generator(project / "base").perplexity(test)
-    base4 = AutoModelForCausalLM.from_pretrained(project / "base", device_map="cpu", quantization_config=
-                                                 BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"))
-    adapted = PeftModel.from_pretrained(base4, out / "adapter")
-    ids = merged.tokenizer("good night sweet", return_tensors="pt")["input_ids"]
-    with torch.inference_mode():
-        assert torch.isfinite(adapted(input_ids=ids).logits).all()
-
-
-def test_qlora_unmerged_root_applies_the_adapter_on_load(project, tmp_path):
-    from peft import PeftModel
-
-    from zoo.families.text_generation import load_generator
-
-    out = tmp_path / "v"
-    extra = build(project, "lm-qlora", "qlora-4bit", {"steps": 25, "lr": 2e-2, "r": 4, "alpha": 8, "max_length": 32,
-                                                      "root": "base"}, project / "base", out, "base")
-    assert extra["root"] == "nf4-base"
-    (out / "provenance.json").write_text(json.dumps(extra))  # as zoo.build writes it
-    gen = load_generator(out)
-    assert isinstance(gen.model, PeftModel)
-    test = splits(project).test
-    assert gen.perplexity(test) < load_generator(project / "base").perplexity(test)
-
-
-def test_qlora_backend_is_guarded():
-    import torch
-
-    from zoo.errors import ZooError
-    from zoo.families.text_generation.techniques import qlora_backend
-
-    if torch.cuda.is_available():
-        pytest.skip("CPU-only check")
-    assert qlora_backend("auto") == "peft"
-    with pytest.raises(ZooError, match="unsloth needs CUDA"):
-        qlora_backend("unsloth")
-
-
 def test_spread_keeps_first_and_last_layers():
     from zoo.errors import ZooError
     from zoo.families.text_generation.techniques import spread

@@ -319,6 +319,8 @@ def _facts(loaded: Loaded, store: Store, node: Node, prov: dict, results: dict |
         "label_names": prov.get("label_names") or [], "max_length": prov.get("max_length"),
         "parent": node.parent, "example": example, "quantization": _quantization_config(art),
     }
+    family = family_of(model.task)
+    facts["family_limitations"], facts["adapter_note"] = list(family.limitations), family.adapter_note
     facts["task_section"] = _task_section(loaded, store, node, table, fmt)
     facts["family_md"] = family_markdown(loaded, table, node.variant_id)
     facts["usage"] = render_usage(loaded, node, art, facts)
@@ -338,7 +340,7 @@ def _adapter_facts(loaded: Loaded, node: Node, art: Path, facts: dict[str, Any])
     out = {"repo_id": ids.adapter_repo_id(org, node.model_id, node.variant_id), "merged_repo_id": merged,
            "base_model": base_model, "base_text": base_text, "library_name": "peft", "relation": "adapter",
            "tags": sorted(set(facts["tags"]) | {"peft", "lora", "adapter"})}
-    name = family_of(loaded.model(node.model_id).task).adapter_usage_name()
+    name = family_of(loaded.model(node.model_id).task).adapter_usage_name(facts.get("root"))
     out["usage"] = render_usage(loaded, node, art, {**facts, **out}, name=name)
     return out
 

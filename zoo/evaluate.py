@@ -145,7 +145,7 @@ def _reference(model: Model, node: Node) -> str | None:
     gate = model.evaluation.gate
     if gate is None:
         return None
-    ref = node.parent if gate.of == "parent" else gate.of
+    ref = model.variants[node.variant_id].gate_of or (node.parent if gate.of == "parent" else gate.of)
     return None if ref in ("base", node.variant_id) else ref
 
 

@@ -72,7 +72,8 @@ def make(loaded: Loaded) -> list[Node]:
             v = model.variants[vid]
             recipe = loaded.recipe_of(v)
             recipe_h = digest({k: val for k, val in recipe.raw.items() if k != "description"})
-            entry_h = digest(v.model_dump(mode="json", by_alias=True, exclude={"description"}))
+            # gate_of only changes the evaluation, whose own hash (zoo.evaluate.eval_hash) covers the reference
+            entry_h = digest(v.model_dump(mode="json", by_alias=True, exclude={"description", "gate_of"}))
             target_h = digest(loaded.registry.targets[v.target].model_dump(mode="json"))
             if type(recipe.technique) not in code_hashes:
                 code_hashes[type(recipe.technique)] = technique_code_hash(recipe.technique)

@@ -60,6 +60,8 @@ class Family:
     example_text: ClassVar[str | None] = None  # how cards describe a non-text example input; None: a test text
     auto_class: ClassVar[str | None] = None  # the transformers Auto class that loads its transformers formats
     space_packages: ClassVar[tuple[str, ...]] = ("gradio", "huggingface_hub")  # what its Space app always imports
+    limitations: ClassVar[tuple[str, ...]] = ()  # lines the card's limitations list adds for every variant
+    adapter_note: ClassVar[str | None] = None  # what a LoRA adapter of this family carries besides the LoRA weights
 
     @property
     def folder(self) -> Path:
@@ -119,8 +121,8 @@ class Family:
         """Values the family's snippet templates need beyond the card's (file names it stages, lengths)."""
         return {}
 
-    def adapter_usage_name(self) -> str:
-        """The snippet template of a qlora variant's adapter repo."""
+    def adapter_usage_name(self, root: str | None) -> str:
+        """The snippet template of a qlora variant's adapter repo (``root``: provenance's "root")."""
         return "adapter"
 
     def format_tags(self, fmt: str) -> list[str]:

@@ -123,6 +123,11 @@ def _check_gate(reg: Registry, doc: Document, mid: str) -> list[Problem]:
     if gate.of != "parent" and gate.of not in model.variants:
         out.append(doc.problem((*at, "of"), f"unknown variant '{gate.of}'"
                                f"{did_you_mean(gate.of, ['parent', *model.variants])}"))
+    for vid, v in model.variants.items():
+        if v.gate_of is not None and (v.gate_of == vid or v.gate_of not in model.variants):
+            out.append(doc.problem(("models", mid, "variants", vid, "gate_of"),
+                                   f"'{v.gate_of}' is not another variant of {mid}"
+                                   f"{did_you_mean(v.gate_of, [x for x in model.variants if x != vid])}"))
     return out
 
 

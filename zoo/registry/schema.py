@@ -155,6 +155,9 @@ class Variant(Strict):
     recipe: Id  # a file recipes/<recipe>.yaml
     target: str  # a key of targets
     description: str | None = None
+    # the variant this one's gate compares with, instead of evaluation.gate.of (one trained from base, e.g. qlora-4bit,
+    # against fp32)
+    gate_of: str | None = None
 
 
 class Model(Strict):

@@ -1,4 +1,11 @@
-"""qlora-4bit: a bitsandbytes NF4 base plus a LoRA adapter trained with peft; the adapter and a merged 4-bit model."""
+"""qlora-4bit: a bitsandbytes NF4 base plus a LoRA adapter trained with peft; the adapter and a merged 4-bit model.
+
+The root is the adapter merged into the fp32 base and quantized once to NF4, saved with its ``quantization_config``
+(what ``from_pretrained(repo)`` loads); ``adapter/`` is the LoRA adapter (and trained head) for the upstream base
+quantized to NF4 on load. bitsandbytes quantizes only ``nn.Linear`` layers through transformers: the embeddings
+(half of MiniLM's weights), norms and head are stored in ``storage_dtype``. bitsandbytes' 4-bit embedding modules
+exist, but transformers' from_pretrained neither creates nor loads them, so a checkpoint with them would not load.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +20,14 @@ from pydantic import Field
 from zoo.errors import ZooError
 from zoo.nf4_guard import guard_cpu_kernel
 from zoo.registry.schema import Kind
+from zoo.techniques._nf4 import TORCH_DTYPES as DTYPES
+from zoo.techniques._nf4 import cast_unquantized
 from zoo.techniques.base import BuildContext, Params, Technique
 
 ADAPTER_DIR = "adapter"
 HEAD_NAMES = ("classifier", "score")  # sequence-classification heads across transformers architectures
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+UNQUANTIZED = ("transformers' bitsandbytes integration quantizes nn.Linear layers only; embeddings, norms and the "
+               "classification head are kept in {dtype}")
 
 
 class QloraParams(Params):
@@ -31,6 +41,8 @@ class QloraParams(Params):
     max_length: int = Field(128, ge=8, le=8192)
     double_quant: bool = True
     compute_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # the dtype of the weights NF4 does not cover (embeddings, norms, head) in the published root
+    storage_dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
     backend: Literal["auto", "peft", "unsloth"] = "auto"  # auto: unsloth when CUDA and unsloth are present
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     weight_decay: float = Field(0.0, ge=0, le=1)
@@ -74,7 +86,8 @@ class Qlora(Technique):
         adapter_logits = logits(model, tokenizer, check_rows, p.max_length, device)
         del model
         merged_params = merge_to_4bit(ctx.parent_dir, adapter_dir, ctx.out_dir, quantization_config(p), id2label,
-                                      label2id, trust_remote_code=ctx.model.trust_remote_code)
+                                      label2id, trust_remote_code=ctx.model.trust_remote_code,
+                                      storage_dtype=p.storage_dtype)
         tokenizer.save_pretrained(ctx.out_dir)
         check = compare_merged(ctx.out_dir, adapter_logits, check_rows, tokenizer, p.max_length)
         if check["agreement"] < p.min_merge_agreement:
@@ -87,6 +100,8 @@ class Qlora(Technique):
             "quantization": "bnb-nf4",
             "quantization_config": {"quant_type": "nf4", "double_quant": p.double_quant,
                                     "compute_dtype": DTYPES[p.compute_dtype]},
+            "storage_dtype": p.storage_dtype,
+            "unquantized": UNQUANTIZED.format(dtype=p.storage_dtype),
             "adapter": ADAPTER_DIR,
             "backend": backend,
             "backend_reason": reason,
@@ -220,8 +235,9 @@ def logits(model: Any, tokenizer: Any, texts: list[str], max_length: int, device
 
 
 def merge_to_4bit(base: Path, adapter_dir: Path, out_dir: Path, qconfig: Any, id2label: dict, label2id: dict,
-                  trust_remote_code: bool = False) -> int:
-    """Merge the adapter into the fp32 base, then quantize the merged weights to NF4 and save them in ``out_dir``.
+                  trust_remote_code: bool = False, storage_dtype: str = "fp32") -> int:
+    """Merge the adapter into the fp32 base, then quantize the merged weights to NF4 and save them in ``out_dir``
+    (the weights NF4 leaves alone in ``storage_dtype``).
 
     Merging into the full-precision weights and quantizing once keeps the low-rank update, which merging into the
     already-quantized weights mostly rounds away. Returns the merged model's parameter count.
@@ -242,6 +258,7 @@ def merge_to_4bit(base: Path, adapter_dir: Path, out_dir: Path, qconfig: Any, id
         del full, merged
         quantized = AutoModelForSequenceClassification.from_pretrained(
             tmp, quantization_config=qconfig, device_map={"": "cpu"}, dtype=torch.float32)
+        cast_unquantized(quantized, storage_dtype)
         quantized.save_pretrained(out_dir, safe_serialization=True)
     return count
 
@@ -249,10 +266,10 @@ def merge_to_4bit(base: Path, adapter_dir: Path, out_dir: Path, qconfig: Any, id
 def compare_merged(out_dir: Path, adapter_logits: Any, texts: list[str], tokenizer: Any, max_length: int
                    ) -> dict[str, Any]:
     """Reload the merged 4-bit checkpoint from ``out_dir`` as a user would and compare it with the adapter model."""
-    import torch
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(out_dir, dtype=torch.float32, device_map={"": "cpu"})
+    # the dtype config.json names, as a user's from_pretrained(repo) loads it
+    model = AutoModelForSequenceClassification.from_pretrained(out_dir, device_map={"": "cpu"})
     guard_cpu_kernel(model)
     merged = logits(model, tokenizer, texts, max_length)
     agree = (merged.argmax(-1) == adapter_logits.argmax(-1)).float().mean().item()

@@ -121,7 +121,7 @@ class SpeechRecognition(Family):
     def usage_names(self, node: Any, fmt: str, art: Path | None, root: str | None) -> list[str]:
         return ["onnx-whisper" if fmt == "onnx-whisper" else "whisper"]
 
-    def adapter_usage_name(self) -> str:
+    def adapter_usage_name(self, root: str | None) -> str:
         return "whisper-adapter"
 
     def card_section(self, loaded: Any, store: Any, node: Any, table: dict[str, Any], fmt: str) -> str:

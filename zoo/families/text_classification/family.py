@@ -23,6 +23,7 @@ class TextClassification(Family):
     formats = ("transformers", "onnx", "bnb-4bit")
     metrics = ("accuracy", "f1", "roc_auc")
     auto_class = "AutoModelForSequenceClassification"
+    adapter_note = "with the classification head in `modules_to_save`"
     gpu = True
 
     def load_splits(self, model: Model, root: Path, field: str) -> Any:

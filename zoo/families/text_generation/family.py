@@ -47,6 +47,8 @@ class TextGeneration(Family):
     metrics = ("perplexity", "exact_match")
     example_unit = "passages"
     auto_class = "AutoModelForCausalLM"
+    limitations = ("A small language model: greedy answers can repeat themselves or state wrong facts; it was tuned "
+                   "on the text above, not aligned for safety.",)
 
     def load_splits(self, model: Model, root: Path, field: str) -> Any:
         from zoo.families.text_generation.data import load_splits
@@ -169,9 +171,10 @@ class TextGeneration(Family):
         return any(str(a).endswith("ForCausalLM") for a in config.get("architectures") or [])
 
     def techniques(self) -> list[Any]:
+        from zoo.families.text_generation import qlora
         from zoo.families.text_generation import techniques as t
 
-        return [t.LmFinetune(), t.LmHalf(), t.LmGenai(), t.LmQlora(), t.LmDistill()]
+        return [t.LmFinetune(), t.LmHalf(), t.LmGenai(), qlora.LmQlora(), t.LmDistill()]
 
     # ------------------------------------------------------------ card
 
@@ -185,8 +188,9 @@ class TextGeneration(Family):
             return ["causal-lm-4bit-adapter" if root == "nf4-base" else "causal-lm-4bit"]
         return ["causal-lm"]
 
-    def adapter_usage_name(self) -> str:
-        return "adapter-causal-lm"
+    def adapter_usage_name(self, root: str | None) -> str:
+        # an adapter trained on an NF4 root that is published beside it loads on that root, not on the upstream
+        return "adapter-nf4-root" if root == "nf4-base" else "adapter-causal-lm"
 
     def snippet_values(self) -> dict[str, Any]:
         return {"new_tokens": SNIPPET_NEW_TOKENS}

@@ -1,4 +1,6 @@
-"""Techniques for text generation (causal LMs): fine-tune, bf16, int8/int4 ONNX, QLoRA-4bit and a distilled student.
+"""Techniques for text generation (causal LMs): fine-tune, bf16, int8/int4 ONNX and a distilled student.
+
+QLoRA-4bit lives in :mod:`.qlora`, so its changes do not rebuild the other LM variants.
 
 Every technique reads its parent through :func:`.gguf.model_dir` (so a ``.gguf`` base is converted once and
 cached), trains on the chunks of :mod:`.data`, and writes a folder that :func:`.load_generator` loads:
@@ -7,7 +9,6 @@ format ``transformers-causal-lm`` (fp32, bf16, bitsandbytes 4-bit + ``adapter/``
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import tempfile
@@ -17,7 +18,6 @@ from typing import Any, Literal
 from pydantic import Field
 
 from zoo.errors import ZooError
-from zoo.nf4_guard import guard_cpu_kernel
 from zoo.registry.schema import Kind
 from zoo.techniques.base import BuildContext, Params, Technique
 
@@ -61,18 +61,6 @@ class GenaiParams(Params):
     symmetric: bool = True  # int4/int8 around zero; false: uint4/uint8 with zero points
     # builder node names (fnmatch globs, e.g. "*/mlp/down_proj/MatMul") whose weights stay fp32
     keep_fp32: list[str] = []
-
-
-class QloraParams(LoraParams):
-    steps: int = Field(20, ge=1, le=100_000)
-    r: int = Field(16, ge=1, le=1024)
-    alpha: int = Field(32, ge=1, le=4096)
-    double_quant: bool = True
-    compute_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
-    backend: Literal["auto", "peft", "unsloth"] = "auto"  # auto: unsloth when CUDA and unsloth are present
-    # what the root folder holds: "merged": LoRA merged into the 4-bit weights (re-quantized, so a small update can
-    # round away); "base": the NF4 base the adapter was trained on, with adapter/ applied on load
-    root: Literal["merged", "base"] = "merged"
 
 
 class DistillParams(TrainParams):
@@ -305,90 +293,6 @@ def _onnx_params(path: Path) -> int:
             attrs = {a.name: a.i for a in node.attribute}
             total += attrs["K"] * attrs["N"]
     return total + sum(math.prod(t.dims) for t in graph.initializer if t.name not in packed | scales)
-
-
-class LmQlora(Technique):
-    """qlora-4bit: an NF4 (bitsandbytes) base plus a LoRA adapter trained on the domain text; also merged in 4-bit."""
-
-    name = "lm-qlora"
-    kinds = frozenset({Kind.qlora_4bit})
-    tasks = TEXT_GENERATION
-    params = QloraParams
-    formats = ("transformers-causal-lm",)
-
-    def build(self, ctx: BuildContext) -> dict[str, Any]:
-        from zoo.techniques._train import seed_everything, set_threads
-
-        p: QloraParams = ctx.params  # type: ignore[assignment]
-        set_threads()
-        seed_everything(p.seed)
-        src = source_dir(ctx)
-        tokenizer = load_tokenizer(src)
-        splits = text_splits(ctx)
-        backend = qlora_backend(p.backend)
-        if backend == "unsloth":
-            model = _unsloth_model(src, p)
-        else:
-            from peft import get_peft_model
-
-            model = get_peft_model(load_nf4(src, p), lora_config(p))
-        trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
-        training = train(ctx, model, tokenizer, splits.train, p, f"{ctx.variant_id}: QLoRA ({backend})")
-        training["data"] = splits.describe("train")
-        model.save_pretrained(ctx.out_dir / "adapter", safe_serialization=True)
-        tokenizer.save_pretrained(ctx.out_dir / "adapter")
-        root = model.merge_and_unload() if p.root == "merged" else model.unload()
-        root.save_pretrained(ctx.out_dir, safe_serialization=True)
-        tokenizer.save_pretrained(ctx.out_dir)
-        return {"format": "transformers-causal-lm", "dtype": "nf4", "label_names": None, "max_length": p.max_length,
-                "params_count": params_count(root), **base_facts(ctx, src),
-                "root": "merged" if p.root == "merged" else "nf4-base",
-                "quantization": "bnb-nf4", "double_quant": p.double_quant, "compute_dtype": p.compute_dtype,
-                "adapter": "adapter", "backend": backend, "trainable_params": trainable,
-                "lora": {"r": p.r, "alpha": p.alpha, "dropout": p.dropout, "target_modules": p.target_modules},
-                "training": training}
-
-
-def qlora_backend(wanted: str) -> str:
-    """``unsloth`` when asked for (or ``auto``) and CUDA and unsloth are both present, else ``peft``.
-
-    Raises:
-        ZooError: ``unsloth`` was asked for explicitly but CUDA or the package is missing.
-    """
-    import torch
-
-    available = torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
-    if wanted == "unsloth" and not available:
-        raise ZooError("recipe backend: unsloth needs CUDA and the unsloth package: install it on a GPU machine, "
-                       "or set backend: auto")
-    return "unsloth" if wanted in ("unsloth", "auto") and available else "peft"
-
-
-def load_nf4(src: Path, p: QloraParams) -> Any:
-    """The parent quantized to NF4 by bitsandbytes on load (frozen; LoRA is added on top)."""
-    import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[p.compute_dtype]
-    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=p.double_quant,
-                             bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=["lm_head"])  # the head stays fp32
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(src, quantization_config=bnb, dtype=torch.float32,
-                                                 device_map=device)
-    for param in model.parameters():
-        param.requires_grad_(False)
-    guard_cpu_kernel(model)
-    return model
-
-
-def _unsloth_model(src: Path, p: QloraParams) -> Any:  # pragma: no cover - needs CUDA and unsloth
-    from unsloth import FastLanguageModel
-
-    model, _ = FastLanguageModel.from_pretrained(str(src), max_seq_length=p.max_length, load_in_4bit=True)
-    modules = (["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-               if p.target_modules == "all-linear" else p.target_modules)
-    return FastLanguageModel.get_peft_model(model, r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout,
-                                            target_modules=modules, random_state=p.seed)
 
 
 class LmDistill(Technique):
