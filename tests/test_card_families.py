@@ -109,7 +109,7 @@ def test_card_parses_back_with_relation_library_tags_and_metrics(published, mode
     assert name == ids.repo_id(ORG, model_id, variant)
     measured = _results(store, loaded, variant)["metrics"]
     numeric = {k: v for k, v in measured.items() if isinstance(v, int | float)}
-    assert set(numeric) >= {m.value for m in loaded.model(model_id).evaluation.metrics}
+    assert set(numeric) >= set(loaded.model(model_id).evaluation.metrics)
     assert {e.metric_type: e.metric_value for e in evals} == pytest.approx(numeric, abs=1e-6)
     assert all(e.task_type == TASKS[model_id] and e.dataset_split == "test" for e in evals)
 
@@ -155,7 +155,7 @@ def test_family_table_names_the_metric_and_its_direction(published, model_id):
     ref = next(r for r in table["rows"] if r["variant"] == "fp32")["value"]
     for row in table["rows"]:
         expected = ref / row["value"] if model_id == LM else row["value"] / ref
-        assert row["ratio"] == pytest.approx(expected)
+        assert row["ratio"] == pytest.approx(expected, abs=5e-5)  # the report rounds ratios to 4 decimals
 
 
 def _staged_text_files(folder: Path) -> list[Path]:
@@ -181,7 +181,9 @@ def test_adapter_repo_points_at_a_repo_id_never_a_local_folder(published_lm, tmp
     assert Path(built["base_model_name_or_path"]).is_absolute()  # the artifact keeps what peft wrote
     data = ModelCard.load(adapter / "README.md").data.to_dict()
     assert data["library_name"] == "peft" and "base_model" not in data
-    assert not (store.repo(LM, "qlora-4bit") / "adapter").exists()  # a merged root: the adapter has its own repo
+    # root: base (the LM default since QLoRA repos are published the bnb-4bit way): the NF4 root needs its adapter,
+    # so the variant's repo keeps adapter/ beside it, and the -adapter repo holds the same adapter on its own
+    assert (store.repo(LM, "qlora-4bit") / "adapter" / "adapter_config.json").is_file()
 
     project = tmp_path / "project"
     shutil.copytree(published_lm.parent, project, ignore=shutil.ignore_patterns("hub"))
