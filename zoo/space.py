@@ -85,6 +85,7 @@ def render(loaded: Loaded, store: Store, model_id: str) -> Path:
                          tags=["modelzoo", model.task], short_description=_short(model.description))
     readme = SpaceCard.from_template(
         data, template_path=str(tdir / "README.md.j2"), stamp=card.STAMP, model_id=model_id, task=model.task,
+        how_to_use=family.space_intro.format(model_id=model_id),
         description=config["description"], family_md=card.family_markdown(loaded, table),
         has_pareto=pareto.is_file(), left_out=left_out)
     with atomic_dir(store.space(model_id)) as out:

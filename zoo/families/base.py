@@ -60,6 +60,9 @@ class Family:
     example_text: ClassVar[str | None] = None  # how cards describe a non-text example input; None: a test text
     auto_class: ClassVar[str | None] = None  # the transformers Auto class that loads its transformers formats
     space_packages: ClassVar[tuple[str, ...]] = ("gradio", "huggingface_hub")  # what its Space app always imports
+    # the Space README's first paragraph; {model_id} is filled in
+    space_intro: ClassVar[str] = ("Type a text and every variant of `{model_id}` classifies it side by side, each with "
+                                  "its latency on this Space's hardware.")
     limitations: ClassVar[tuple[str, ...]] = ()  # lines the card's limitations list adds for every variant
     adapter_note: ClassVar[str | None] = None  # what a LoRA adapter of this family carries besides the LoRA weights
 

@@ -28,6 +28,8 @@ class ImageClassification(Family):
     formats = ("torch-image", "onnx-image")
     metrics = ("top1", "accuracy", "f1")
     example_unit = "images"
+    space_intro = ("Upload an image (or pick one of the test-split examples) and every variant of `{model_id}` "
+                   "classifies it side by side, each with its top labels and its latency on this Space's hardware.")
 
     def load_splits(self, model: Model, root: Path, field: str) -> Any:
         from zoo.families.image_classification.data import load_image_splits

@@ -29,6 +29,8 @@ class SpeechRecognition(Family):
     metrics = ("wer",)
     gpu = True
     example_unit = "clips"
+    space_intro = ("Record or upload a short clip (or pick a test-split example) and every variant of `{model_id}` "
+                   "transcribes it side by side, each with its latency on this Space's hardware.")
     example_text = "clip.wav"
     auto_class = "AutoModelForSpeechSeq2Seq"
     space_packages = ("gradio", "huggingface_hub", "numpy", "scipy", "torch", "transformers", "accelerate")

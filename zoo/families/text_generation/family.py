@@ -46,6 +46,9 @@ class TextGeneration(Family):
     formats = ("transformers-causal-lm", "onnx-genai")
     metrics = ("perplexity", "exact_match")
     example_unit = "passages"
+    space_intro = ("Type a prompt and every variant of `{model_id}` continues it, streamed side by side, each with its "
+                   "time to first token and tokens per second on this Space's hardware (variants run one after "
+                   "another, so each speed is its own).")
     auto_class = "AutoModelForCausalLM"
     limitations = ("A small language model: greedy answers can repeat themselves or state wrong facts; it was tuned "
                    "on the text above, not aligned for safety.",)
