@@ -114,24 +114,38 @@ def import_closure(start: Path) -> set[Path]:
     count (their versions are hashed separately). ``from package import name`` counts the package's
     ``__init__.py`` only when ``name`` is not a module of its own.
     """
-    import ast
-
     seen: set[Path] = set()
     todo = [start.resolve()]
     while todo:
         f = todo.pop()
-        if f in seen:
-            continue
-        seen.add(f)
+        if f not in seen:
+            seen.add(f)
+            todo += _project_imports(f)
+    return seen
+
+
+# parsed imports per (file, mtime, size): every plan parses the same modules for each technique, many times a run
+_IMPORTS: dict[tuple[Path, int, int], list[Path]] = {}
+
+
+def _project_imports(f: Path) -> list[Path]:
+    """The project modules that module ``f`` imports directly (see :func:`import_closure`)."""
+    import ast
+
+    st = f.stat()
+    key = (f, st.st_mtime_ns, st.st_size)
+    if key not in _IMPORTS:
+        found: list[Path] = []
         for node in ast.walk(ast.parse(f.read_text(), str(f))):
             if isinstance(node, ast.Import):
-                todo += [m for a in node.names if (m := _module_file(a.name, 0, f)) is not None]
+                found += [m for a in node.names if (m := _module_file(a.name, 0, f)) is not None]
             elif isinstance(node, ast.ImportFrom):
                 subs = [_module_file(f"{node.module or ''}.{a.name}".lstrip("."), node.level, f) for a in node.names]
-                todo += [m for m in subs if m is not None]
+                found += [m for m in subs if m is not None]
                 if None in subs and (base := _module_file(node.module or "", node.level, f)) is not None:
-                    todo.append(base)
-    return seen
+                    found.append(base)
+        _IMPORTS[key] = found
+    return _IMPORTS[key]
 
 
 def _module_file(name: str, level: int, importer: Path) -> Path | None:
