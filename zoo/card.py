@@ -65,17 +65,17 @@ def write_cards(loaded: Loaded, store: Store, nodes: list[Node]) -> list[Path]:
     Raises:
         ZooError: a selected variant is not built yet.
     """
-    all_nodes = plan.make(loaded)
     written: list[Path] = []
     for node in nodes:
         if not store.is_built(node.hash):
             raise ZooError(f"{node.key}: not built, so it has no card: run `zoo build {node.key}` first")
         verify.artifact(store, node)
+    # one table per model (its paired bootstrap intervals take seconds), shared by its variant cards and family card
+    tables = {mid: family_table(loaded, store, mid) for mid in dict.fromkeys(n.model_id for n in nodes)}
     for node in nodes:
-        family = [n for n in all_nodes if n.model_id == node.model_id]
-        written.extend(_write_variant(loaded, store, node, family))
-    for mid in dict.fromkeys(n.model_id for n in nodes):
-        written.append(write_family_card(loaded, store, mid))
+        written.extend(_write_variant(loaded, store, node, tables[node.model_id]))
+    for mid, table in tables.items():
+        written.append(write_family_card(loaded, store, mid, table))
     return written
 
 
@@ -145,12 +145,11 @@ def _iv(iv: dict | None) -> str:
 # ---------------------------------------------------------------- one variant
 
 
-def _write_variant(loaded: Loaded, store: Store, node: Node, family: list[Node]) -> list[Path]:
+def _write_variant(loaded: Loaded, store: Store, node: Node, table: dict[str, Any]) -> list[Path]:
     from huggingface_hub import ModelCard
 
     prov = verify.provenance(store.artifact(node.hash), node.key)
     results = read_results(store, node)
-    table = family_table(loaded, store, node.model_id)
     pareto = store.reports(node.model_id) / "pareto.png"
     facts = _facts(loaded, store, node, prov, results, table, pareto.is_file())
     tdir = templates_dir(loaded)
@@ -275,6 +274,7 @@ def _facts(loaded: Loaded, store: Store, node: Node, prov: dict, results: dict |
            has_pareto: bool) -> dict[str, Any]:
     """Everything the card template needs, as plain data (names chosen not to clash with ModelCardData keys)."""
     model = loaded.model(node.model_id)
+    family = family_of(model.task)
     org = loaded.registry.org
     variant = model.variants[node.variant_id]
     target = loaded.registry.targets[node.target]
@@ -293,7 +293,8 @@ def _facts(loaded: Loaded, store: Store, node: Node, prov: dict, results: dict |
     facts: dict[str, Any] = {
         "stamp": STAMP, "repo_id": repo, "model_id": node.model_id, "variant_id": node.variant_id,
         "kind": node.kind, "format": fmt, "task": model.task, "license_id": model.license.value,
-        "example_unit": family_of(model.task).example_unit,
+        "example_unit": family.example_unit, "family_limitations": list(family.limitations),
+        "adapter_note": family.adapter_note,
         "description": variant.description or model.description or "",
         "base_model": base_model, "base_text": base_text, "relation": RELATION.get(node.kind, "finetune"),
         "library_name": LIBRARY.get(fmt),
@@ -319,8 +320,6 @@ def _facts(loaded: Loaded, store: Store, node: Node, prov: dict, results: dict |
         "label_names": prov.get("label_names") or [], "max_length": prov.get("max_length"),
         "parent": node.parent, "example": example, "quantization": _quantization_config(art),
     }
-    family = family_of(model.task)
-    facts["family_limitations"], facts["adapter_note"] = list(family.limitations), family.adapter_note
     facts["task_section"] = _task_section(loaded, store, node, table, fmt)
     facts["family_md"] = family_markdown(loaded, table, node.variant_id)
     facts["usage"] = render_usage(loaded, node, art, facts)
@@ -566,12 +565,13 @@ def _example(loaded: Loaded, model_id: str) -> str:
 # ---------------------------------------------------------------- the family card
 
 
-def write_family_card(loaded: Loaded, store: Store, model_id: str) -> Path:
-    """Write ``repos/<model>-family/README.md``: every variant of the model with its repo, metric and gate."""
+def write_family_card(loaded: Loaded, store: Store, model_id: str, table: dict[str, Any] | None = None) -> Path:
+    """Write ``repos/<model>-family/README.md``: every variant of the model with its repo, metric and gate
+    (``table``: its :func:`family_table`, when the caller has it)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     model = loaded.model(model_id)
-    table = family_table(loaded, store, model_id)
+    table = table or family_table(loaded, store, model_id)
     org = loaded.registry.org
     data = ModelCardData(license=model.license.value, pipeline_tag=model.task, tags=["modelzoo", "family"])
     pareto = store.reports(model_id) / "pareto.png"
