@@ -7,9 +7,9 @@ perplexity ratio ``zoo eval`` recorded.
 
 The variants must be built and evaluated first (`zoo run smollm2-hamlet`). With ``--base-dir`` (a transformers
 folder, e.g. the converted GGUF base under ~/.cache/modelzoo/converted/) nothing needs to be built: int8 and int4 are
-built from that folder with the same recipes' settings into a temporary folder, and perplexity is measured here on the
-family's first ``--samples`` test chunks (128 tokens) for all three. Every variant decodes the same prompts, with
-``ZOO_THREADS`` (else every core) threads; the first run of each is a warm-up and is not timed.
+built from that folder with the family's int8 and int4 recipes into a temporary folder, and perplexity is measured
+here on the family's first ``--samples`` test chunks (128 tokens) for all three. Every variant decodes the same
+prompts, with ``ZOO_THREADS`` (else every core) threads; the first run of each is a warm-up and is not timed.
 """
 
 from __future__ import annotations
@@ -97,9 +97,11 @@ def from_base(args: argparse.Namespace) -> int:
 
     from zoo import formats, registry
     from zoo.families.text_generation import data, genai, load_generator
+    from zoo.families.text_generation.techniques import builder_options
 
     loaded = registry.load(args.registry)
     model = loaded.model(args.model)
+    recipes = {p: loaded.recipes[model.variants[p].recipe] for p in ("int8", "int4")}
     splits = data.load_splits(model.dataset, loaded.root, "dataset")
     prompts = [t[:200] for t in splits.test[:args.prompts]]
     texts = splits.test[:args.samples]
@@ -111,9 +113,10 @@ def from_base(args: argparse.Namespace) -> int:
         for precision in ("int8", "int4"):
             start = time.perf_counter()
             folders[precision] = Path(tmp) / precision
-            genai.build(args.base_dir, folders[precision], precision,
-                        {"block_size": 32, "accuracy_level": 4, "is_symmetric": "true"}, Path(tmp) / "cache")
-            print(f"built {precision} in {time.perf_counter() - start:.0f} s", flush=True)
+            genai.build(args.base_dir, folders[precision], precision, builder_options(recipes[precision].params),
+                        Path(tmp) / "cache")
+            print(f"built {precision} with recipes/{recipes[precision].name}.yaml in "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
         for v, folder in folders.items():
             gen = load_generator(folder, threads=threads)
             ppl = gen.perplexity(texts, 128)

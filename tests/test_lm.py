@@ -191,6 +191,22 @@ def test_genai_keep_fp32_keeps_the_named_projections_dense(project, finetuned, t
     assert len(dense) == 4 and not [n for n in graph.node if n.op_type == "MatMulNBits" and "down_proj" in n.name]
 
 
+def test_genai_int4_holds_the_named_groups_at_int8_with_k_quant(project, finetuned, tmp_path):
+    import onnx
+
+    from zoo.families.text_generation import genai
+
+    extra = build(project, "lm-genai", "int4", {"algo": "k_quant", "int8_groups": ["last_matmul"]}, finetuned,
+                  tmp_path / "v")
+    assert (extra["quantization"]["algo"], extra["quantization"]["int8_groups"]) == ("k_quant", ["last_matmul"])
+    graph = onnx.load(str(tmp_path / "v" / "model.onnx"), load_external_data=False).graph
+    bits = {n.name: next(a.i for a in n.attribute if a.name == "bits") for n in graph.node
+            if n.op_type == "MatMulNBits"}
+    head = [b for name, b in bits.items() if "lm_head" in name]
+    assert head == [8] and sorted(set(b for name, b in bits.items() if "lm_head" not in name)) == [4]
+    assert genai.weight_bits(tmp_path / "v") == "int4"
+
+
 def test_genai_rejects_keep_fp32_patterns_that_match_nothing(project, finetuned, tmp_path):
     from zoo.errors import ZooError
 

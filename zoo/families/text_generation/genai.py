@@ -53,15 +53,16 @@ def is_genai(artifact_dir: Path) -> bool:
 
 
 def weight_bits(artifact_dir: Path) -> str:
-    """"int4", "int8" or "fp32": the bit width of the graph's MatMulNBits nodes, if any."""
+    """"int4", "int8" or "fp32": the bit width most of the graph's MatMulNBits nodes have (an int4 model may hold
+    some MatMuls at int8), if it has any."""
+    from collections import Counter
+
     import onnx
 
     graph = onnx.load(str(artifact_dir / "model.onnx"), load_external_data=False).graph
-    for node in graph.node:
-        if node.op_type == "MatMulNBits":
-            bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
-            return f"int{bits}"
-    return "fp32"
+    bits = Counter(next((a.i for a in node.attribute if a.name == "bits"), 4)
+                   for node in graph.node if node.op_type == "MatMulNBits")
+    return f"int{bits.most_common(1)[0][0]}" if bits else "fp32"
 
 
 def quantized_nodes(artifact_dir: Path, patterns: list[str], field: str) -> list[str]:

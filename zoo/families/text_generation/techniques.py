@@ -61,6 +61,11 @@ class GenaiParams(Params):
     symmetric: bool = True  # int4/int8 around zero; false: uint4/uint8 with zero points
     # builder node names (fnmatch globs, e.g. "*/mlp/down_proj/MatMul") whose weights stay fp32
     keep_fp32: list[str] = []
+    # the builder's weight-rounding method: round-to-nearest ("default", "rtn") or llama.cpp's k-quant ("k_quant")
+    algo: Literal["default", "rtn", "k_quant"] = "default"
+    # MatMul groups held at int8 inside an int4 model (the builder's matmul_mixed_precision selectors):
+    # "last_matmul" (the LM head, tied to the embeddings in SmolLM2) and "mixed_layers" (llama.cpp's mixed strategy)
+    int8_groups: list[Literal["last_matmul", "mixed_layers"]] = []
 
 
 class DistillParams(TrainParams):
@@ -232,6 +237,13 @@ class LmHalf(Technique):
                 "check": check(ctx, src, text_splits(ctx).test, max_length)}
 
 
+def builder_options(p: GenaiParams) -> dict[str, Any]:
+    """The model builder's ``--extra_options`` for a recipe (``keep_fp32`` aside: it needs a first build's names)."""
+    return {"block_size": p.block_size, "accuracy_level": p.accuracy_level, "is_symmetric": str(p.symmetric).lower(),
+            "algo_config": None if p.algo == "default" else p.algo,
+            "matmul_mixed_precision": ",".join(f"{g}:int8" for g in p.int8_groups) or None}
+
+
 class LmGenai(Technique):
     """int8 / int4: onnxruntime-genai's model builder (weight-only MatMulNBits, KV cache), run by og.Generator."""
 
@@ -248,8 +260,7 @@ class LmGenai(Technique):
         precision = str(ctx.variant.kind)
         src = source_dir(ctx)
         key = f"{ctx.model_id}:{ctx.variant_id}"
-        options: dict[str, Any] = {"block_size": p.block_size, "accuracy_level": p.accuracy_level,
-                                   "is_symmetric": str(p.symmetric).lower()}
+        options = builder_options(p)
         kept: list[str] = []
         with tempfile.TemporaryDirectory(prefix="zoo-genai-") as tmp:
             ctx.log(f"{key}: building {precision} ONNX with onnxruntime-genai's model builder")
@@ -267,6 +278,7 @@ class LmGenai(Technique):
                                  "weights": precision, "block_size": p.block_size,
                                  "accuracy_level": p.accuracy_level, "symmetric": p.symmetric,
                                  "kept_fp32": {"patterns": p.keep_fp32, "nodes": len(kept)},
+                                 "algo": p.algo, "int8_groups": p.int8_groups,
                                  "builder": f"onnxruntime-genai {_version('onnxruntime-genai')}"},
                 "check": check(ctx, src, text_splits(ctx).test, max_length)}
 
