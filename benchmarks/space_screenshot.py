@@ -28,17 +28,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, log: Path, seconds: float = 300) -> None:
+def wait_for_app(url: str, proc: subprocess.Popen, log: Path, seconds: float = 900) -> None:
+    """Until the page answers: zoo demo binds its port before the variants are loaded."""
+    import urllib.request
+
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the demo exited; see {log}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
+            with urllib.request.urlopen(url, timeout=5):
+                return
         except OSError:
-            if proc.poll() is not None:
-                raise SystemExit(f"the app exited; see {log}") from None
-            time.sleep(0.5)
-    raise SystemExit(f"the app did not listen on {port} within {seconds:.0f} s; see {log}")
+            time.sleep(1)
+    raise SystemExit(f"the demo did not answer on {url} within {seconds:.0f} s; see {log}")
 
 
 def give_example(page, folder: Path, config: dict) -> str:
@@ -77,11 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.Popen([sys.executable, "-m", "zoo", "demo", args.model, "--registry", str(args.registry),
                                  "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for_port(port, proc, log)
+        url = f"http://127.0.0.1:{port}/"
+        wait_for_app(url, proc, log)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/")
+            page.goto(url)
             given = give_example(page, folder, config)
             time.sleep(3)
             start = time.monotonic()
