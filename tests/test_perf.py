@@ -19,6 +19,16 @@ def _round(p50: float, others: float = 0.0) -> dict:
             "load_seconds": 0.5, "load_average_1m": 0.1, "others_cores": others}
 
 
+def test_disk_size_counts_external_onnx_weights_in_either_naming(tmp_path):
+    """onnxruntime-genai's builder writes ``model.onnx.data``, torch.onnx ``model.onnx_data``: both are weights."""
+    for name, size in (("model.onnx", 1_000), ("model.onnx.data", 50_000), ("other.onnx_data", 7_000),
+                       ("genai_config.json", 300), ("provenance.json", 200)):
+        (tmp_path / name).write_bytes(b"x" * size)
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"x" * 900)
+    assert perf.disk_size(tmp_path) == (1_000 + 50_000 + 7_000 + 300 + 900, 1_000 + 50_000 + 7_000)
+
+
 def test_combine_takes_the_median_of_rounds_and_marks_spread_and_load():
     quiet = perf.combine([_round(10.0), _round(10.2), _round(9.9)])
     assert quiet["latency_ms"]["batch_1"]["p50"] == 10.0 and quiet["latency_ms"]["batch_1"]["rounds_p50"] == [

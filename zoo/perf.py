@@ -33,7 +33,7 @@ from typing import Any
 from zoo.errors import ZooError
 
 EXCLUDED = {"provenance.json", "results.json"}
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".pt", ".gguf")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".onnx.data", ".pt", ".gguf")
 MIN_REPEATS = 3
 ROUNDS = 3  # interleaved rounds per family; each variant gets a fresh process per round
 NOISY_CORES = 0.25  # other processes busy on more than a quarter of a core while timing: the figure is noisy

@@ -86,11 +86,17 @@ def staged_repos(loaded: Loaded, store: Store, nodes: list[Node], allow_gate_fai
 
 
 def _gate_text(results: dict) -> str:
+    """Why the gate failed: the ratio (with its verdict when not a pass) and every check that did not pass."""
     g = results.get("gate") or {}
+    parts = []
     if "ratio" in g:
-        return (f"gate failed ({g.get('metric')} {g['ratio']:.4f} of {g.get('of')}, "
-                f"needs {g.get('min_ratio')})")
-    return "gate failed"
+        verdict = g.get("verdict")
+        parts.append(f"{g.get('metric')} {g['ratio']:.4f} of {g.get('of')}, needs {g.get('min_ratio')}"
+                     + (f": {verdict}" if verdict and verdict != "pass" else ""))
+    failed = [f"{c['check']} ({c.get('verdict', 'failed')})" for c in g.get("checks") or [] if not c.get("passed")]
+    if failed:
+        parts.append("failed checks: " + ", ".join(failed))
+    return f"gate failed ({'; '.join(parts)})" if parts else "gate failed"
 
 
 def _check_staged(node: Node, folder: Path) -> None:
