@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+ADAPTER_DIR = "adapter"  # the LoRA adapter's folder inside a qlora-4bit artifact (and its card's repo)
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 

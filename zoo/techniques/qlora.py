@@ -20,11 +20,10 @@ from pydantic import Field
 from zoo.errors import ZooError
 from zoo.nf4_guard import guard_cpu_kernel
 from zoo.registry.schema import Kind
+from zoo.techniques._nf4 import ADAPTER_DIR, cast_unquantized
 from zoo.techniques._nf4 import TORCH_DTYPES as DTYPES
-from zoo.techniques._nf4 import cast_unquantized
 from zoo.techniques.base import BuildContext, Params, Technique
 
-ADAPTER_DIR = "adapter"
 HEAD_NAMES = ("classifier", "score")  # sequence-classification heads across transformers architectures
 UNQUANTIZED = ("transformers' bitsandbytes integration quantizes nn.Linear layers only; embeddings, norms and the "
                "classification head are kept in {dtype}")

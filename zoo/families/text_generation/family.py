@@ -227,7 +227,7 @@ class TextGeneration(Family):
     space_packages = ("gradio", "huggingface_hub", "torch", "transformers", "accelerate")
 
     def space_spec(self, node: Any, art: Path, prov: dict[str, Any]) -> dict[str, Any]:
-        from zoo.card import ADAPTER_DIR
+        from zoo.techniques._nf4 import ADAPTER_DIR
 
         fmt = "onnx-genai" if prov.get("format") == "onnx-genai" else "transformers-causal-lm"
         adapter = ADAPTER_DIR if prov.get("root") == "nf4-base" else None

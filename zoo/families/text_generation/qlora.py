@@ -32,10 +32,9 @@ from zoo.families.text_generation.techniques import (
 )
 from zoo.nf4_guard import guard_cpu_kernel
 from zoo.registry.schema import Kind
-from zoo.techniques._nf4 import TORCH_DTYPES, cast_unquantized
+from zoo.techniques._nf4 import ADAPTER_DIR, TORCH_DTYPES, cast_unquantized
 from zoo.techniques.base import BuildContext, Technique
 
-ADAPTER_DIR = "adapter"
 UNQUANTIZED = ("transformers' bitsandbytes integration quantizes nn.Linear layers only; embeddings, the tied LM "
                "head and norms are kept in {dtype}")
 
